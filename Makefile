@@ -1,0 +1,32 @@
+# The two commands of the README. Each sets up .venv on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: demo test bench clean
+
+$(VENV)/.base-installed: setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.base-installed
+	$(PY) -m pip install --quiet -e ".[test,jax]"
+	touch $@
+
+demo: $(VENV)/.base-installed
+	$(PY) -m keras_vae demo --output-dir runs/demo --overwrite
+
+# pytest exits 5 when it collects no test: that is a failure, not a pass.
+test: $(VENV)/.test-installed
+	$(PY) -m pytest -q; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; \
+	exit $$status
+
+bench: $(VENV)/.test-installed
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

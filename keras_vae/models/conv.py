@@ -1,0 +1,150 @@
+"""Convolutional (2-D) VAE builder for images of any size."""
+
+import math
+
+import keras
+
+from keras_vae.models._heads import (
+    check_latent_dim,
+    check_shape,
+    gaussian_posterior_heads,
+)
+from keras_vae.vae import VAE
+
+_DECODER_BLOCKS = ("transpose", "upsample")
+
+
+def downsampled_sizes(size, num_blocks):
+    """Spatial sizes after each stride-2 "same" convolution."""
+    sizes = [int(size)]
+    for _ in range(num_blocks):
+        sizes.append(math.ceil(sizes[-1] / 2))
+    return sizes
+
+
+def conv_encoder(input_shape, latent_dim, filters=(32, 64), kernel_size=3, activation="relu", name="encoder"):
+    """Stride-2 Conv2D encoder: image -> `[z_mean, z_log_var]`."""
+    inputs = keras.Input(shape=tuple(input_shape), name="x")
+    hidden = inputs
+    for index, width in enumerate(filters):
+        hidden = keras.layers.Conv2D(
+            width,
+            kernel_size,
+            strides=2,
+            padding="same",
+            activation=activation,
+            name=f"encoder_conv_{index}",
+        )(hidden)
+    hidden = keras.layers.Flatten(name="flatten")(hidden)
+    z_mean, z_log_var = gaussian_posterior_heads(hidden, latent_dim)
+    return keras.Model(inputs, [z_mean, z_log_var], name=name)
+
+
+def conv_decoder(
+    output_shape,
+    latent_dim,
+    filters=(64, 32),
+    kernel_size=3,
+    activation="relu",
+    decoder_block="transpose",
+    name="decoder",
+):
+    """Decoder that mirrors `conv_encoder` and crops to the exact size.
+
+    Each block doubles the spatial size (`Conv2DTranspose` with stride 2, or
+    `UpSampling2D` then `Conv2D`) and crops back to the size the encoder saw
+    at that depth, so odd sizes round-trip exactly.
+    """
+    if decoder_block not in _DECODER_BLOCKS:
+        raise ValueError(
+            f"Expected `decoder_block` to be one of {_DECODER_BLOCKS}. "
+            f"Received: decoder_block={decoder_block!r}"
+        )
+    height, width, channels = output_shape
+    heights = downsampled_sizes(height, len(filters))[::-1]
+    widths = downsampled_sizes(width, len(filters))[::-1]
+    inputs = keras.Input(shape=(latent_dim,), name="z")
+    hidden = keras.layers.Dense(
+        heights[0] * widths[0] * filters[0],
+        activation=activation,
+        name="decoder_dense",
+    )(inputs)
+    hidden = keras.layers.Reshape(
+        (heights[0], widths[0], filters[0]), name="decoder_reshape"
+    )(hidden)
+    for index, width_out in enumerate(filters):
+        if decoder_block == "transpose":
+            hidden = keras.layers.Conv2DTranspose(
+                width_out,
+                kernel_size,
+                strides=2,
+                padding="same",
+                activation=activation,
+                name=f"decoder_conv_transpose_{index}",
+            )(hidden)
+        else:
+            hidden = keras.layers.UpSampling2D(2, name=f"decoder_upsample_{index}")(hidden)
+            hidden = keras.layers.Conv2D(
+                width_out,
+                kernel_size,
+                padding="same",
+                activation=activation,
+                name=f"decoder_conv_{index}",
+            )(hidden)
+        extra_h = 2 * heights[index] - heights[index + 1]
+        extra_w = 2 * widths[index] - widths[index + 1]
+        if extra_h or extra_w:
+            hidden = keras.layers.Cropping2D(
+                ((0, extra_h), (0, extra_w)), name=f"decoder_crop_{index}"
+            )(hidden)
+    params = keras.layers.Conv2D(
+        channels, kernel_size, padding="same", name="params"
+    )(hidden)
+    return keras.Model(inputs, params, name=name)
+
+
+def conv_vae(
+    input_shape,
+    latent_dim=16,
+    filters=(32, 64),
+    kernel_size=3,
+    likelihood="bernoulli",
+    activation="relu",
+    decoder_block="transpose",
+    **vae_kwargs,
+):
+    """Build a convolutional VAE for `(height, width, channels)` images.
+
+    The encoder uses stride-2 `Conv2D` blocks; the decoder mirrors it with
+    `Conv2DTranspose` blocks (`decoder_block="transpose"`) or upsample plus
+    convolution (`"upsample"`), cropping so that any image size works
+    (28x28x1, 32x32x3, 8x8x1, odd sizes) without hard-coded reshapes.
+
+    Args:
+        input_shape: tuple `(height, width, channels)`.
+        latent_dim: int. Size of the latent code.
+        filters: tuple of ints. Encoder filters per block (decoder reversed).
+        kernel_size: int. Convolution kernel size.
+        likelihood: str or `Likelihood`. See `keras_vae.VAE`.
+        activation: str. Hidden activation.
+        decoder_block: str. `"transpose"` or `"upsample"`.
+        **vae_kwargs: passed to `keras_vae.VAE`.
+
+    Example:
+
+    >>> import keras_vae
+    >>> model = keras_vae.models.conv_vae((27, 27, 1), latent_dim=4)
+    >>> tuple(model.decoder.output.shape)
+    (None, 27, 27, 1)
+    """
+    input_shape = check_shape(input_shape, 3, "conv_vae (height, width, channels)")
+    check_latent_dim(latent_dim)
+    filters = tuple(int(f) for f in filters)
+    if not filters:
+        raise ValueError(f"Expected at least one filter count. Received: filters={filters!r}")
+    encoder = conv_encoder(input_shape, latent_dim, filters, kernel_size, activation)
+    decoder = conv_decoder(
+        input_shape, latent_dim, filters[::-1], kernel_size, activation, decoder_block
+    )
+    vae_kwargs.setdefault("name", "conv_vae")
+    return VAE(encoder, decoder, likelihood=likelihood, **vae_kwargs)

@@ -1,0 +1,82 @@
+"""Multilayer-perceptron VAE builder."""
+
+import math
+
+import keras
+
+from keras_vae.models._heads import check_latent_dim, gaussian_posterior_heads
+from keras_vae.vae import VAE
+
+
+def mlp_encoder(input_shape, latent_dim, hidden_units=(512, 256), activation="relu", name="encoder"):
+    """Functional MLP encoder: x -> `[z_mean, z_log_var]`.
+
+    Any input shape is flattened first, so images and flat feature vectors
+    both work.
+    """
+    inputs = keras.Input(shape=tuple(input_shape), name="x")
+    hidden = keras.layers.Flatten(name="flatten")(inputs)
+    for index, units in enumerate(hidden_units):
+        hidden = keras.layers.Dense(
+            units, activation=activation, name=f"encoder_dense_{index}"
+        )(hidden)
+    z_mean, z_log_var = gaussian_posterior_heads(hidden, latent_dim)
+    return keras.Model(inputs, [z_mean, z_log_var], name=name)
+
+
+def mlp_decoder(output_shape, latent_dim, hidden_units=(256, 512), activation="relu", name="decoder"):
+    """Functional MLP decoder: z -> likelihood parameters of `output_shape`."""
+    inputs = keras.Input(shape=(latent_dim,), name="z")
+    hidden = inputs
+    for index, units in enumerate(hidden_units):
+        hidden = keras.layers.Dense(
+            units, activation=activation, name=f"decoder_dense_{index}"
+        )(hidden)
+    flat = keras.layers.Dense(math.prod(output_shape), name="decoder_output")(hidden)
+    params = keras.layers.Reshape(tuple(output_shape), name="params")(flat)
+    return keras.Model(inputs, params, name=name)
+
+
+def mlp_vae(
+    input_shape,
+    latent_dim=16,
+    hidden_units=(512, 256),
+    likelihood="bernoulli",
+    activation="relu",
+    **vae_kwargs,
+):
+    """Build an MLP VAE; the decoder mirrors the encoder's hidden units.
+
+    Args:
+        input_shape: tuple of ints. Per-example data shape, e.g.
+            `(28, 28, 1)` or `(30,)`.
+        latent_dim: int. Size of the latent code.
+        hidden_units: tuple of ints. Encoder hidden layer widths; the
+            decoder uses them in reverse order.
+        likelihood: str or `Likelihood`. See `keras_vae.VAE`.
+        activation: str. Hidden activation.
+        **vae_kwargs: passed to `keras_vae.VAE` (`beta`, `free_bits`,
+            `prior`, `seed`, `name`).
+
+    Example:
+
+    >>> import keras_vae
+    >>> model = keras_vae.models.mlp_vae((28, 28, 1), latent_dim=16)
+    >>> model.latent_dim
+    16
+    """
+    try:
+        input_shape = tuple(int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        input_shape = None
+    if not input_shape or min(input_shape) <= 0:
+        raise ValueError(
+            "Expected `input_shape` to be a non-empty tuple of positive ints, "
+            f"e.g. (28, 28, 1). Received: input_shape={input_shape!r}"
+        )
+    check_latent_dim(latent_dim)
+    hidden_units = tuple(int(units) for units in hidden_units)
+    encoder = mlp_encoder(input_shape, latent_dim, hidden_units, activation)
+    decoder = mlp_decoder(input_shape, latent_dim, hidden_units[::-1], activation)
+    vae_kwargs.setdefault("name", "mlp_vae")
+    return VAE(encoder, decoder, likelihood=likelihood, **vae_kwargs)

@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+import keras_vae
+from model_checks import check_model
+
+
+@pytest.mark.parametrize(
+    "input_shape", [(28, 28, 1), (32, 32, 3), (8, 8, 1), (27, 13, 2), (5, 5, 1)]
+)
+@pytest.mark.parametrize("decoder_block", ["transpose", "upsample"])
+def test_conv_vae_reconstructs_any_image_size(input_shape, decoder_block):
+    model = keras_vae.models.conv_vae(
+        input_shape, latent_dim=3, filters=(4, 8), decoder_block=decoder_block
+    )
+    assert tuple(model.decoder.output.shape[1:]) == input_shape
+    x = np.random.default_rng(0).uniform(size=(2, *input_shape)).astype("float32")
+    assert np.asarray(model(x)).shape == (2, *input_shape)
+
+
+@pytest.mark.parametrize("input_shape", [(28, 28, 1), (30,), (4, 5)])
+def test_mlp_vae_reconstructs_any_shape(input_shape):
+    model = keras_vae.models.mlp_vae(input_shape, latent_dim=2, hidden_units=(8,))
+    x = np.random.default_rng(0).uniform(size=(3, *input_shape)).astype("float32")
+    assert np.asarray(model.reconstruct(x)).shape == (3, *input_shape)
+    assert [layer.units for layer in model.decoder.layers if hasattr(layer, "units")] == [8, int(np.prod(input_shape))]
+
+
+@pytest.mark.parametrize(
+    "builder,kwargs",
+    [
+        (keras_vae.models.mlp_vae, {"hidden_units": (16,)}),
+        (keras_vae.models.conv_vae, {"filters": (4, 8)}),
+        (keras_vae.models.conv_vae, {"filters": (4,), "decoder_block": "upsample",
+                                     "likelihood": "gaussian_global"}),
+    ],
+)
+def test_builders_pass_shared_checks(builder, kwargs, tmp_path, rng):
+    x = rng.uniform(size=(8, 8, 8, 1)).astype("float32")
+    check_model(lambda: builder((8, 8, 1), latent_dim=2, **kwargs), x, str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"input_shape": (28, 28)}, "input_shape"),
+        ({"input_shape": (8, 8, 1), "latent_dim": 0}, "latent_dim=0"),
+        ({"input_shape": (8, 8, 1), "decoder_block": "pixelshuffle"}, "decoder_block"),
+    ],
+)
+def test_conv_vae_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        keras_vae.models.conv_vae(**kwargs)
