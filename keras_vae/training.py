@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 import time
 
 import keras
@@ -23,7 +24,7 @@ def train_and_report(
     output_dir="runs/demo",
     data_dir=None,
     overwrite=False,
-    verbose=1,
+    verbose="auto",
 ):
     """Train, evaluate on the test split, and write PNGs and a JSON report.
 
@@ -45,6 +46,9 @@ def train_and_report(
             f"{model_path} already exists; pass overwrite=True (CLI: "
             "--overwrite) or choose another output directory."
         )
+    if verbose == "auto":
+        # A progress bar on a terminal; one line per epoch in logs and CI.
+        verbose = 1 if sys.stdout.isatty() else 2
     keras.utils.set_random_seed(seed)
     (x_train, _), (x_test, _) = datasets.load(dataset, data_dir=data_dir)
     vae = BUILDERS[model](x_train.shape[1:], latent_dim=latent_dim, seed=seed)

@@ -8,12 +8,25 @@ import numpy as np
 from backend_runner import run_with_backend
 
 
-def test_jax_trains_and_its_model_loads_identically_on_tensorflow(tmp_path):
+def test_jax_trains_and_models_move_between_backends(tmp_path):
+    import keras_vae
+
+    (x, _), (x_test, _) = keras_vae.datasets.load("digits")
+    tf_model = keras_vae.models.mlp_vae((8, 8, 1), 4, hidden_units=(32,), seed=0)
+    tf_model.compile(optimizer="adam")
+    tf_model.fit(x[:256], epochs=1, verbose=0)
+    tf_model.save(os.path.join(tmp_path, "tf.keras"))
+    np.save(os.path.join(tmp_path, "tf_pred.npy"),
+            np.asarray(tf_model.predict(x_test[:32], verbose=0)))
     out = run_with_backend(
         f"""
         import json, numpy as np, keras, keras_vae
         assert keras.backend.backend() == "jax"
         (x, _), (x_test, _) = keras_vae.datasets.load("digits")
+        # A model trained and saved on TensorFlow loads and predicts the same.
+        tf_model = keras.saving.load_model(r"{tmp_path}/tf.keras")
+        np.testing.assert_allclose(np.asarray(tf_model.predict(x_test[:32], verbose=0)),
+                                   np.load(r"{tmp_path}/tf_pred.npy"), atol=1e-5)
         results = {{}}
         for jit in (True, False):
             keras.utils.set_random_seed(0)
