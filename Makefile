@@ -25,7 +25,11 @@ test: $(VENV)/.test-installed
 	if [ $$status -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; \
 	exit $$status
 
-bench: $(VENV)/.test-installed
+$(VENV)/.bench-installed: $(VENV)/.test-installed
+	$(PY) -m pip install --quiet -e ".[test,jax,bench]"
+	touch $@
+
+bench: $(VENV)/.bench-installed
 	$(PY) benchmarks/run.py
 
 clean:

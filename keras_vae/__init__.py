@@ -1,15 +1,26 @@
 """keras-vae: variational autoencoders for Keras 3, fast to train and deploy."""
 
 from keras_vae import datasets, likelihoods, models, plotting, priors
+from keras_vae import callbacks, metrics, transfer
+from keras_vae import export
+from keras_vae import faults, io
+from keras_vae.cvae import CVAE
 from keras_vae.vae import VAE
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CVAE",
     "VAE",
+    "callbacks",
     "datasets",
+    "export",
+    "faults",
+    "io",
     "likelihoods",
+    "metrics",
     "models",
     "plotting",
     "priors",
+    "transfer",
 ]

@@ -81,7 +81,17 @@ def as_float_array(x, name="x", expected_shape=None, likelihood=None):
                 f"`{name}` has the wrong shape for this model: expected "
                 f"{shown}.{hint} Received: {name} of shape {array.shape}"
             )
-    array = array.astype("float32", copy=False)
+    if array.dtype.itemsize > 4 and np.isfinite(array).all():
+        # float64 values beyond float32 range would silently become inf.
+        largest = float(np.abs(array).max())
+        if largest > float(np.finfo(np.float32).max):
+            raise ValueError(
+                f"`{name}` holds values too large for float32 (largest "
+                f"magnitude {largest:g}); rescale the data. Received: {name} "
+                f"with max |{name}|={largest:g}"
+            )
+    with np.errstate(over="ignore"):  # reported below as inf
+        array = array.astype("float32", copy=False)
     finite = np.isfinite(array)
     if not finite.all():
         bad = np.argwhere(~finite)[0]
@@ -117,3 +127,10 @@ def check_positive_int(value, name):
             f"Expected `{name}` to be a positive integer. Received: {name}={value!r}"
         )
     return int(value)
+
+
+def check_optional_positive_int(value, name):
+    """Raise unless `value` is None or an int > 0 (e.g. `batch_size`)."""
+    if value is None:
+        return None
+    return check_positive_int(value, name)

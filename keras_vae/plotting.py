@@ -57,17 +57,31 @@ def image_grid(images, path, columns=8, title=None, row_titles=None):
     return _save(fig, path)
 
 
-def reconstruction_grid(model, x, path, num_images=16):
+def reconstruction_grid(model, x, path, num_images=16, labels=None):
     """Originals and their reconstructions in alternating rows of a PNG.
 
     Args:
-        model: `keras_vae.VAE`.
+        model: `keras_vae.VAE` or `CVAE`.
         x: array `(n, ...)` of examples; the first `num_images` are shown.
         path: str. Where to write the PNG.
         num_images: int. How many examples.
+        labels: labels of `x`, required for a `CVAE` (it reconstructs given
+            the label), else None.
+
+    Example:
+
+    >>> import numpy as np, keras_vae
+    >>> model = keras_vae.models.mlp_vae((8, 8, 1), 2, hidden_units=(8,))
+    >>> x = np.random.default_rng(0).uniform(size=(8, 8, 8, 1)).astype("float32")
+    >>> path = keras_vae.plotting.reconstruction_grid(model, x, "/tmp/rec.png")
     """
     x = np.asarray(x[:num_images], dtype="float32")
-    reconstructions = np.asarray(model.reconstruct(x))
+    if _is_conditional(model):
+        reconstructions = np.asarray(
+            model.reconstruct(x, _required_labels(labels)[:num_images])
+        )
+    else:
+        reconstructions = np.asarray(model.reconstruct(x))
     columns = min(8, len(x))
     rows = []
     for start in range(0, len(x), columns):
@@ -80,7 +94,192 @@ def reconstruction_grid(model, x, path, num_images=16):
                       row_titles=titles)
 
 
-def sample_grid(model, path, num_samples=64, seed=0):
-    """Decoded samples from the prior as a PNG grid."""
-    samples = np.asarray(model.sample(num_samples, seed=seed))
-    return image_grid(samples, path, columns=8, title="Samples from the prior")
+def sample_grid(model, path, num_samples=64, seed=0, labels=None):
+    """Decoded samples from the prior as a PNG grid.
+
+    Args:
+        model: `keras_vae.VAE` or `CVAE`.
+        path: str. Where to write the PNG.
+        num_samples: int. How many samples (8 per row).
+        seed: int or None. Seed of the prior samples.
+        labels: for a `CVAE`: an int class for all samples, or one label
+            per sample. None for a CVAE draws 8 of each class, one class
+            per row.
+
+    Example:
+
+    >>> import keras_vae
+    >>> model = keras_vae.models.mlp_vae((8, 8, 1), 2, hidden_units=(8,))
+    >>> path = keras_vae.plotting.sample_grid(model, "/tmp/samples.png", 16)
+    """
+    if not _is_conditional(model):
+        samples = np.asarray(model.sample(num_samples, seed=seed))
+        return image_grid(samples, path, columns=8, title="Samples from the prior")
+    title = "Samples from the prior given the label"
+    if labels is None:
+        labels = np.repeat(np.arange(model.num_classes), 8)
+        num_samples = len(labels)
+        title = "Samples from the prior, one class per row"
+    samples = np.asarray(model.sample(num_samples, labels=labels, seed=seed))
+    return image_grid(samples, path, columns=8, title=title)
+
+
+def _is_conditional(model):
+    return hasattr(model, "num_classes")
+
+
+def _required_labels(labels):
+    if labels is None:
+        raise ValueError(
+            "A CVAE encodes and decodes given the class: pass `labels`. "
+            "Received: labels=None"
+        )
+    return np.asarray(labels)
+
+
+def _posterior_means(model, x, labels=None, batch_size=500):
+    from keras_vae import metrics
+
+    x, one_hot = metrics._prepare(model, x, labels)
+    means = [
+        np.asarray(metrics._posterior(model, xb, lb)[0])
+        for xb, lb in metrics._batches(x, one_hot, batch_size)
+    ]
+    return np.concatenate(means)
+
+
+def _principal_components(points, count=2):
+    """Project `points` on their first `count` principal axes."""
+    centred = points - points.mean(axis=0)
+    _, singular, axes = np.linalg.svd(centred, full_matrices=False)
+    explained = singular**2 / max(float(np.sum(singular**2)), 1e-12)
+    return centred @ axes[:count].T, explained[:count]
+
+
+def latent_scatter(model, x, path, labels=None, num_points=2000, title=None):
+    """Scatter of the posterior means, coloured by label, as a PNG.
+
+    A 2-D latent is drawn as is; a larger one is projected on its first two
+    principal components (the axis titles give the variance they explain).
+
+    Args:
+        model: `keras_vae.VAE` or `CVAE` (a CVAE also encodes with `labels`).
+        x: array `(n, ...)`; the first `num_points` examples are drawn.
+        path: str. Where to write the PNG.
+        labels: array `(n,)` of integer labels or None. Colours the points.
+        num_points: int. How many examples to draw.
+        title: str or None.
+
+    Example:
+
+    >>> import numpy as np, keras_vae
+    >>> model = keras_vae.models.mlp_vae((8, 8, 1), 3, hidden_units=(8,))
+    >>> x = np.random.default_rng(0).uniform(size=(50, 8, 8, 1)).astype("float32")
+    >>> path = keras_vae.plotting.latent_scatter(model, x, "/tmp/scatter.png")
+    """
+    x = np.asarray(x[:num_points], dtype="float32")
+    labels = None if labels is None else np.asarray(labels)[:num_points]
+    if labels is not None and labels.ndim == 2:
+        labels = labels.argmax(-1)  # one-hot
+    encode_labels = labels if hasattr(model, "num_classes") else None
+    points = _posterior_means(model, x, encode_labels)
+    if points.shape[1] == 2:
+        axis_titles = ("z[0]", "z[1]")
+    elif points.shape[1] == 1:
+        points = np.concatenate([points, np.zeros_like(points)], axis=1)
+        axis_titles = ("z[0]", "")
+    else:
+        points, explained = _principal_components(points)
+        axis_titles = tuple(
+            f"PC {i + 1} ({100 * share:.0f}% of variance)"
+            for i, share in enumerate(explained)
+        )
+    plt = _pyplot()
+    fig, axis = plt.subplots(figsize=(6.5, 5))
+    if labels is None:
+        axis.scatter(points[:, 0], points[:, 1], s=6, alpha=0.8, color="tab:blue")
+    else:
+        classes = np.unique(labels)
+        colours = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+        for index, value in enumerate(classes):
+            chosen = labels == value
+            axis.scatter(points[chosen, 0], points[chosen, 1], s=6, alpha=0.8,
+                         color=colours(index % colours.N), label=str(value))
+        if len(classes) <= 20:
+            axis.legend(title="label", markerscale=2.5, fontsize=8,
+                        loc="center left", bbox_to_anchor=(1.0, 0.5))
+    axis.set_xlabel(axis_titles[0])
+    axis.set_ylabel(axis_titles[1])
+    axis.set_title(title or "Posterior means of the latent code")
+    return _save(fig, path)
+
+
+def latent_traversal(
+    model, path, x=None, labels=None, dims=None, num_steps=9, span=3.0,
+    max_dims=8,
+):
+    """Decode while sweeping one latent dimension at a time, as a PNG.
+
+    Each row starts from a base code (the posterior mean of `x[0]`, or the
+    prior mean 0 without `x`) and replaces one coordinate with `num_steps`
+    evenly spaced values in `[-span, span]`.
+
+    Args:
+        model: `keras_vae.VAE` or `CVAE`.
+        path: str. Where to write the PNG.
+        x: array `(n, ...)` or None. With data, the base is the code of
+            `x[0]` and, without `dims`, the rows are the `max_dims`
+            dimensions whose posterior mean varies most over `x` (the
+            active ones).
+        labels: for a `CVAE`: the class to decode (int), or labels of `x`.
+        dims: list of ints or None. Dimensions to sweep.
+        num_steps: int. Images per row.
+        span: float. Sweep range in prior standard deviations.
+        max_dims: int. Rows when `dims` is None.
+
+    Example:
+
+    >>> import keras_vae
+    >>> model = keras_vae.models.mlp_vae((8, 8, 1), 3, hidden_units=(8,))
+    >>> path = keras_vae.plotting.latent_traversal(model, "/tmp/traversal.png")
+    """
+    conditional = hasattr(model, "num_classes")
+    if conditional and labels is None:
+        raise ValueError(
+            "A CVAE decodes given a class: pass `labels` (an int class, or "
+            "the labels of `x`). Received: labels=None"
+        )
+    base = np.zeros((model.latent_dim,), dtype="float32")
+    decode_label = labels
+    if x is not None:
+        x = np.asarray(x, dtype="float32")
+        means = _posterior_means(model, x, labels if conditional else None)
+        base = means[0]
+        if dims is None:
+            order = np.argsort(-means.var(axis=0))
+            dims = sorted(int(d) for d in order[:max_dims])
+        if conditional and np.ndim(labels) > 0:
+            decode_label = np.asarray(labels)[0]
+            if np.ndim(decode_label) > 0:
+                decode_label = int(np.argmax(decode_label))
+    if dims is None:
+        dims = list(range(min(max_dims, model.latent_dim)))
+    for dim in dims:
+        if not 0 <= int(dim) < model.latent_dim:
+            raise ValueError(
+                f"Expected `dims` in [0, {model.latent_dim}). "
+                f"Received: dims={list(dims)!r}"
+            )
+    values = np.linspace(-span, span, num_steps, dtype="float32")
+    codes = np.repeat(base[None], len(dims) * num_steps, axis=0)
+    for row, dim in enumerate(dims):
+        codes[row * num_steps : (row + 1) * num_steps, dim] = values
+    if conditional:
+        images = model.decode(codes, int(decode_label))
+    else:
+        images = model.decode(codes)
+    return image_grid(
+        np.asarray(images), path, columns=num_steps,
+        title=f"Latent traversal, each row one dimension from {-span:g} to {span:g}",
+        row_titles=[f"z[{dim}]" for dim in dims],
+    )

@@ -8,7 +8,7 @@ import time
 import keras
 import numpy as np
 
-from keras_vae import datasets, models, plotting
+from keras_vae import datasets, io, metrics, models, plotting
 
 BUILDERS = {"mlp": models.mlp_vae, "conv": models.conv_vae}
 
@@ -28,8 +28,10 @@ def train_and_report(
 ):
     """Train, evaluate on the test split, and write PNGs and a JSON report.
 
-    Writes `reconstructions.png`, `samples.png`, `model.keras` and
-    `report.json` to `output_dir`. Refuses to overwrite an existing
+    Writes `reconstructions.png`, `samples.png`, `latent_scatter.png`
+    (posterior means of the test set, PCA if the latent has more than two
+    dimensions, coloured by label), `latent_traversal.png`, `model.keras`
+    and `report.json` to `output_dir`. Refuses to overwrite an existing
     `model.keras` unless `overwrite=True`.
 
     Returns the report as a dict with the test metrics (`elbo` in nats per
@@ -50,7 +52,7 @@ def train_and_report(
         # A progress bar on a terminal; one line per epoch in logs and CI.
         verbose = 1 if sys.stdout.isatty() else 2
     keras.utils.set_random_seed(seed)
-    (x_train, _), (x_test, _) = datasets.load(dataset, data_dir=data_dir)
+    (x_train, _), (x_test, y_test) = datasets.load(dataset, data_dir=data_dir)
     vae = BUILDERS[model](x_train.shape[1:], latent_dim=latent_dim, seed=seed)
     vae.compile(optimizer=keras.optimizers.Adam(learning_rate))
     start = time.perf_counter()
@@ -60,7 +62,9 @@ def train_and_report(
         verbose=verbose,
     )
     train_seconds = time.perf_counter() - start
-    metrics = vae.evaluate(x_test, batch_size=500, verbose=0, return_dict=True)
+    test_metrics = vae.evaluate(
+        x_test, batch_size=500, verbose=0, return_dict=True
+    )
     os.makedirs(output_dir, exist_ok=True)
     report = {
         "dataset": dataset,
@@ -71,8 +75,9 @@ def train_and_report(
         "latent_dim": latent_dim,
         "train_seconds": round(train_seconds, 2),
         "train_elbo": float(history.history["elbo"][-1]),
-        "test": {k: float(v) for k, v in metrics.items()},
-        "negative_elbo": -float(metrics["elbo"]),
+        "test": {k: float(v) for k, v in test_metrics.items()},
+        "negative_elbo": -float(test_metrics["elbo"]),
+        "active_units": metrics.active_units(vae, x_test),
         "files": {
             "reconstructions": plotting.reconstruction_grid(
                 vae, x_test, os.path.join(output_dir, "reconstructions.png")
@@ -80,9 +85,19 @@ def train_and_report(
             "samples": plotting.sample_grid(
                 vae, os.path.join(output_dir, "samples.png"), seed=seed
             ),
+            "latent_scatter": plotting.latent_scatter(
+                vae, x_test, os.path.join(output_dir, "latent_scatter.png"),
+                labels=y_test,
+                title=f"{model} VAE on {dataset}: test posterior means",
+            ),
+            "latent_traversal": plotting.latent_traversal(
+                vae, os.path.join(output_dir, "latent_traversal.png"),
+                x=x_test,
+            ),
         },
     }
-    vae.save(model_path)
+    # Atomic: a run killed while saving never leaves a broken model.keras.
+    io.save_model(vae, model_path, overwrite=overwrite)
     report["files"]["model"] = model_path
     with open(os.path.join(output_dir, "report.json"), "w") as handle:
         json.dump(report, handle, indent=2)

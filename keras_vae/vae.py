@@ -12,6 +12,45 @@ from keras_vae import _validation, likelihoods, priors
 # encoder outputs, so no input can produce inf or NaN in the KL term.
 LOG_VAR_BOUNDS = (-20.0, 10.0)
 _SUPPORTED_BACKENDS = ("tensorflow", "jax")
+# Training defaults of `compile(steps_per_execution="auto",
+# jit_compile="auto")`, chosen from `make bench` (benchmarks/results.md):
+# 32 steps per execution remove most of the per-step Python work of `fit`;
+# XLA fuses the loss and the optimizer update but costs seconds of
+# compilation, so it is used only for fits long enough to earn that back.
+DEFAULT_STEPS_PER_EXECUTION = 32
+XLA_MIN_STEPS = 500
+_BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end",
+                "on_batch_begin", "on_batch_end")
+
+
+def _has_batch_hooks(callback):
+    """True when a callback overrides a per-batch training hook."""
+    return any(
+        getattr(type(callback), name, None)
+        is not getattr(keras.callbacks.Callback, name)
+        for name in _BATCH_HOOKS
+    )
+
+
+def _planned_steps(x, batch_size, epochs, initial_epoch, steps_per_epoch,
+                   validation_split):
+    """Training steps a `fit` call will run, or None when unknown."""
+    if isinstance(x, dict) and x:
+        x = next(iter(x.values()))
+    elif isinstance(x, (list, tuple)) and x and hasattr(x[0], "shape"):
+        x = x[0]  # several inputs (e.g. images and labels): count examples
+    if steps_per_epoch is None:
+        if isinstance(x, np.ndarray):
+            examples = int(len(x) * (1.0 - (validation_split or 0.0)))
+            steps_per_epoch = -(-examples // (batch_size or 32))
+        elif hasattr(x, "cardinality"):  # tf.data.Dataset
+            cardinality = int(x.cardinality())
+            steps_per_epoch = cardinality if cardinality >= 0 else None
+        elif hasattr(x, "__len__"):
+            steps_per_epoch = len(x)
+    if steps_per_epoch is None:
+        return None
+    return steps_per_epoch * max(int(epochs) - int(initial_epoch), 0)
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
@@ -45,6 +84,9 @@ class VAE(keras.Model):
         prior: str or `keras_vae.priors.Prior`. Defaults to the standard
             normal.
         seed: int or None. Seed of the sampling noise.
+        train_step_hooks: list of train-step hooks or None. Layers that
+            change variables inside `train_step` (pruning masks, ...); see
+            `add_train_step_hook`. Saved with the model.
 
     Example:
 
@@ -67,6 +109,7 @@ class VAE(keras.Model):
         free_bits=0.0,
         prior="standard_normal",
         seed=None,
+        train_step_hooks=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -108,7 +151,13 @@ class VAE(keras.Model):
         )
         self.kl_loss_tracker = keras.metrics.Mean(name="kl_loss")
         self.elbo_tracker = keras.metrics.Mean(name="elbo")
-        self.build(self.encoder.inputs[0].shape)
+        self.train_step_hooks = []
+        # The build shapes are the serving signature of `export`: all the
+        # encoder's inputs (a conditional model also takes a label).
+        shapes = [tensor.shape for tensor in self.encoder.inputs]
+        self.build(shapes[0] if len(shapes) == 1 else shapes)
+        for hook in train_step_hooks or ():
+            self.add_train_step_hook(hook)
 
     # ------------------------------------------------------------------ shape
     @property
@@ -162,7 +211,7 @@ class VAE(keras.Model):
 
     def decode(self, z):
         """Mean of p(x | z), e.g. pixel probabilities for Bernoulli."""
-        if isinstance(z, (np.ndarray, list)):
+        if isinstance(z, (np.ndarray, list)) or np.isscalar(z):
             z = _validation.as_float_array(z, "z", (self.latent_dim,))
         return self.likelihood.mean(self.decoder(z))
 
@@ -207,6 +256,7 @@ class VAE(keras.Model):
         z_mean, z_log_var = self._posterior(x, training=training)
         noise = keras.random.normal(
             ops.shape(z_mean),
+            dtype=z_mean.dtype,  # bfloat16/float16 under mixed precision
             seed=self.seed_generator if seed is None else seed,
         )
         z = z_mean + ops.exp(0.5 * z_log_var) * noise
@@ -226,7 +276,12 @@ class VAE(keras.Model):
         reconstruction = ops.mean(terms["reconstruction"])
         if self.free_bits > 0.0:
             kl_per_dim = ops.mean(terms["kl_per_dim"], axis=0)
-            kl = ops.sum(ops.maximum(kl_per_dim, self.free_bits))
+            # A prior whose KL does not factorise reports one column, the
+            # total: its floor is the budget of all latent dimensions.
+            dims_per_column = self.latent_dim // kl_per_dim.shape[-1]
+            kl = ops.sum(
+                ops.maximum(kl_per_dim, self.free_bits * dims_per_column)
+            )
         else:
             kl = ops.mean(terms["kl"])
         loss = reconstruction + ops.cast(self.beta_variable, "float32") * kl
@@ -257,6 +312,59 @@ class VAE(keras.Model):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         return x
 
+    # ------------------------------------------------------ train-step hooks
+    def add_train_step_hook(self, hook):
+        """Attach a layer whose variables change inside every train step.
+
+        A hook is a `keras.layers.Layer` with three methods: `attach(model)`
+        creates its variables (called once, here), `before_train_step()`
+        runs before the forward pass and `after_apply()` right after the
+        optimizer update. Both read and `assign` variables with `keras.ops`
+        only, so they run compiled on TensorFlow and statelessly on JAX
+        (inside a `keras.StatelessScope` over the step's new values). The
+        hook is tracked by the model, so its variables are saved in
+        `.keras` files and checkpoints, and it is part of `get_config`.
+        Pruning (`keras_vae.compression.PruningCallback`) is built on it.
+
+        Args:
+            hook: `keras.layers.Layer` with `attach`, `before_train_step`
+                and `after_apply` methods.
+        """
+        for method in ("attach", "before_train_step", "after_apply"):
+            if not callable(getattr(hook, method, None)):
+                raise ValueError(
+                    f"Expected a train-step hook with an `{method}` method. "
+                    f"Received: hook={hook!r}"
+                )
+        hook.attach(self)
+        locked = self._tracker.locked
+        self._tracker.unlock()
+        self.train_step_hooks.append(hook)
+        if locked:
+            self._tracker.lock()
+        # Compiled steps were traced without the hook; trace them again.
+        self.train_function = None
+
+    def _run_train_step_hooks(self, method):
+        for hook in self.train_step_hooks:
+            getattr(hook, method)()
+
+    def _stateless_train_step_hooks(self, method, trainable, non_trainable):
+        if not self.train_step_hooks:
+            return trainable, non_trainable
+        mapping = list(zip(self.trainable_variables, trainable)) + list(
+            zip(self.non_trainable_variables, non_trainable)
+        )
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            self._run_train_step_hooks(method)
+        trainable = [
+            scope.get_current_value(v) for v in self.trainable_variables
+        ]
+        non_trainable = [
+            scope.get_current_value(v) for v in self.non_trainable_variables
+        ]
+        return trainable, non_trainable
+
     # ----------------------------------------------- train/test per backend
     def train_step(self, *args):
         if keras.backend.backend() == "jax":
@@ -277,12 +385,14 @@ class VAE(keras.Model):
         import tensorflow as tf
 
         x = self._unpack_x(data)
+        self._run_train_step_hooks("before_train_step")
         with tf.GradientTape() as tape:
             terms = self.compute_terms(x, training=True)
             loss = self._training_loss(terms, x, training=True)
             scaled_loss = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
+        self._run_train_step_hooks("after_apply")
         return self._update_metrics(self._logged_values(loss, terms))
 
     def _tf_test_step(self, data):
@@ -328,12 +438,18 @@ class VAE(keras.Model):
             metrics_variables,
         ) = state
         x = self._unpack_x(data)
+        trainable, non_trainable = self._stateless_train_step_hooks(
+            "before_train_step", trainable, non_trainable
+        )
         gradient_fn = jax.value_and_grad(self._stateless_terms, has_aux=True)
         (_, (values, non_trainable)), gradients = gradient_fn(
             trainable, non_trainable, x, True
         )
         trainable, optimizer_variables = self.optimizer.stateless_apply(
             optimizer_variables, gradients, trainable
+        )
+        trainable, non_trainable = self._stateless_train_step_hooks(
+            "after_apply", trainable, non_trainable
         )
         logs, metrics_variables = self._stateless_update_metrics(
             metrics_variables, values
@@ -366,7 +482,7 @@ class VAE(keras.Model):
 
     def _validate_fit_data(self, x, name):
         """Check numpy inputs fully and a dataset's spec and first batch."""
-        if isinstance(x, (np.ndarray, list)):
+        if x is None or isinstance(x, (np.ndarray, list)) or np.isscalar(x):
             return _validation.as_float_array(
                 x, name, self.input_spec_shape, self.likelihood
             )
@@ -385,21 +501,124 @@ class VAE(keras.Model):
                 )
         return x
 
+    def _check_batch_size(self, args, kwargs):
+        # `batch_size` is the first argument after `x, y` in Keras' loops;
+        # Keras treats 0 as "default" and crashes on floats and strings.
+        value = args[0] if args else kwargs.get("batch_size")
+        _validation.check_optional_positive_int(value, "batch_size")
+
+    def compile(self, *args, steps_per_execution="auto", jit_compile="auto",
+                **kwargs):
+        """Configure training; the defaults are tuned for speed.
+
+        Takes the arguments of `keras.Model.compile` (a VAE needs no
+        `loss`). Two defaults differ from Keras, both measured by
+        `make bench` (benchmarks/results.md):
+
+        Args:
+            steps_per_execution: int or `"auto"`. `"auto"` runs
+                `DEFAULT_STEPS_PER_EXECUTION` (32) training steps per call
+                into the compiled function, and 1 when a callback passed to
+                `fit` has per-batch hooks (`on_train_batch_begin`, ...), so
+                such callbacks still see every step.
+            jit_compile: bool or `"auto"`. `"auto"` compiles the train step
+                with XLA on the TensorFlow backend when the `fit` call runs
+                at least `XLA_MIN_STEPS` (500) steps, and not for shorter
+                fits, for which the seconds of XLA compilation would cost
+                more than they save. On JAX every step is XLA-compiled.
+
+        Example:
+
+        >>> import keras, keras_vae
+        >>> model = keras_vae.models.mlp_vae((8, 8, 1), latent_dim=2,
+        ...                                  hidden_units=(16,))
+        >>> model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        >>> model.steps_per_execution  # until `fit` chooses
+        1
+        """
+        self._auto_steps_per_execution = steps_per_execution == "auto"
+        self._auto_jit_compile = (
+            jit_compile == "auto"
+            and keras.backend.backend() == "tensorflow"
+            and not kwargs.get("run_eagerly", False)
+        )
+        super().compile(
+            *args,
+            steps_per_execution=(
+                1 if self._auto_steps_per_execution else steps_per_execution
+            ),
+            jit_compile=False if self._auto_jit_compile else jit_compile,
+            **kwargs,
+        )
+        # Saved compile configs keep "auto", so a loaded model chooses too.
+        if self._auto_steps_per_execution:
+            self._compile_config.config["steps_per_execution"] = "auto"
+        if self._auto_jit_compile:
+            self._compile_config.config["jit_compile"] = "auto"
+
+    def compile_from_config(self, config):
+        # Keras skips models whose `compile` is overridden; this one takes
+        # the same arguments, so a loaded model is compiled as it was saved.
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def _choose_execution(self, x, args, kwargs):
+        """Resolve the "auto" `compile` settings for this `fit` call."""
+        import inspect
+
+        bound = inspect.signature(keras.Model.fit).bind(
+            self, x, None, *args, **kwargs
+        )
+        options = dict(bound.arguments)
+        changed = False
+        if getattr(self, "_auto_steps_per_execution", False):
+            callbacks = options.get("callbacks") or []
+            steps = 1 if any(_has_batch_hooks(c) for c in callbacks) else (
+                DEFAULT_STEPS_PER_EXECUTION
+            )
+            changed |= steps != self.steps_per_execution
+            self.steps_per_execution = steps
+        if getattr(self, "_auto_jit_compile", False):
+            planned = _planned_steps(
+                x, options.get("batch_size"), options.get("epochs", 1),
+                options.get("initial_epoch", 0),
+                options.get("steps_per_epoch"),
+                options.get("validation_split", 0.0),
+            )
+            jit = planned is None or planned >= XLA_MIN_STEPS
+            changed |= jit != self.jit_compile
+            self.jit_compile = jit
+        if changed:
+            self.train_function = None
+            self.test_function = None
+            self.predict_function = None
+
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
+        self._check_batch_size(args, kwargs)
         x = self._validate_fit_data(x, "x")
+        self._choose_execution(x, args, kwargs)
         if isinstance(validation_data, np.ndarray):
             validation_data = self._validate_fit_data(
                 validation_data, "validation_data"
+            )
+        elif isinstance(validation_data, tuple) and validation_data:
+            validation_data = (
+                self._validate_fit_data(validation_data[0], "validation_data"),
+                *validation_data[1:],
             )
         return super().fit(
             x, y, *args, validation_data=validation_data, **kwargs
         )
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
+        self._check_batch_size(args, kwargs)
         x = self._validate_fit_data(x, "x")
         return super().evaluate(x, y, *args, **kwargs)
 
     def predict(self, x, *args, **kwargs):
+        self._check_batch_size(args, kwargs)
         x = self._validate_fit_data(x, "x")
         return super().predict(x, *args, **kwargs)
 
@@ -417,6 +636,10 @@ class VAE(keras.Model):
                 "free_bits": self.free_bits,
                 "prior": keras.saving.serialize_keras_object(self.prior),
                 "seed": self.seed,
+                "train_step_hooks": [
+                    keras.saving.serialize_keras_object(hook)
+                    for hook in self.train_step_hooks
+                ],
             }
         )
         return config
@@ -428,4 +651,8 @@ class VAE(keras.Model):
         for key in ("encoder", "decoder", "likelihood", "prior"):
             if isinstance(config.get(key), dict):
                 config[key] = keras.saving.deserialize_keras_object(config[key])
+        config["train_step_hooks"] = [
+            keras.saving.deserialize_keras_object(hook)
+            for hook in config.get("train_step_hooks") or ()
+        ]
         return cls(**config)

@@ -97,6 +97,12 @@ def conv_decoder(
             hidden = keras.layers.Cropping2D(
                 ((0, extra_h), (0, extra_w)), name=f"decoder_crop_{index}"
             )(hidden)
+            # TensorFlow loses the static size in the crop's slice; the
+            # TFLite converter then cannot lower the next upsample+Conv2D.
+            hidden = keras.layers.Reshape(
+                (heights[index + 1], widths[index + 1], width_out),
+                name=f"decoder_static_shape_{index}",
+            )(hidden)
     params = keras.layers.Conv2D(
         channels, kernel_size, padding="same", name="params"
     )(hidden)

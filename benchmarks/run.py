@@ -1,0 +1,399 @@
+"""`make bench`: training, inference, memory and scaling, side by side.
+
+Runs every benchmark module in fresh child processes and writes
+`benchmarks/results.json` (all records) and `benchmarks/results.md` (the
+tables the README includes: machine, versions, date, min/median/max over
+repeats) and `benchmarks/scaling.png`.
+
+    .venv/bin/python benchmarks/run.py                 # what `make bench` runs
+    .venv/bin/python benchmarks/run.py --quick --out-dir /tmp/bench  # smoke
+
+Nothing in the Markdown is typed by hand: every number comes from the JSON
+written in the same run.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common  # noqa: E402
+import infer_speed  # noqa: E402
+import memory  # noqa: E402
+import scaling  # noqa: E402
+import train_speed  # noqa: E402
+
+# Acceptance targets of the speed issue and of the export issue.
+TARGETS = {
+    "train_vs_reference_keras": 1.5,
+    "train_vs_reference_torch": 1.2,
+    "elbo_within_nats": 1.0,
+    "int8_vs_float32": 3.0,
+    "int8_vs_torch_batch1": 10.0,
+    "int8_slowdown_vs_plain_pct": 10.0,
+}
+
+
+def settings(quick):
+    """Sizes of every part; `quick` is the smoke test's tiny version."""
+    if quick:
+        return {"epochs": 2, "repeats": 1, "train_size": 512,
+                "candidates": ["keras_vae", "reference_keras",
+                               "reference_torch"],
+                "options": [], "infer_threads": [1], "infer_rounds": 1,
+                "infer_epochs": 1, "memory_epochs": 1, "scaling_epochs": 2,
+                "scaling_sizes": (256, 512), "scaling_batches": (128,),
+                "profile": False}
+    return {"epochs": train_speed.DEFAULT_EPOCHS, "repeats": 3,
+            "train_size": None, "candidates": list(train_speed.CANDIDATES),
+            "options": list(train_speed.OPTIONAL_CANDIDATES),
+            "infer_threads": [1, 2], "infer_rounds": 3, "infer_epochs": 2,
+            "memory_epochs": 3, "scaling_epochs": 3,
+            "scaling_sizes": scaling.SIZES,
+            "scaling_batches": scaling.BATCH_SIZES, "profile": True}
+
+
+def run(quick=False, out_dir=_common.BENCH_DIR, log=print):
+    """Run everything; write results.json, results.md, scaling.png."""
+    config = settings(quick)
+    started = time.time()
+    results = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"),
+        "command": "make bench" if not quick else
+                   "benchmarks/run.py --quick",
+        "machine": _common.machine_info(),
+        "load_average_at_start": _load_average(),
+        "settings": {k: list(v) if isinstance(v, tuple) else v
+                     for k, v in config.items()},
+    }
+    log("training speed ...")
+    train = train_speed.benchmark(config["epochs"], config["repeats"],
+                                  config["candidates"],
+                                  train_size=config["train_size"], log=log)
+    if config["options"]:
+        options = train_speed.benchmark(config["epochs"], 1,
+                                        ["keras_vae", *config["options"]],
+                                        train_size=config["train_size"],
+                                        log=log)
+        train["options"] = options
+    results["train"] = train
+    if config["profile"]:
+        log("profile of one training step ...")
+        results["profile"] = _common.run_child("train_speed", ["--profile"])
+    log("inference speed ...")
+    infer = infer_speed.benchmark(config["infer_threads"],
+                                  config["infer_rounds"],
+                                  config["infer_epochs"], quick=quick, log=log)
+    results["infer"] = infer
+    log("memory ...")
+    results["memory"] = memory.benchmark(
+        infer["prepared"]["paths"]["int8"], config["memory_epochs"], log=log)
+    # The exported files live in a temporary directory made by `infer`.
+    shutil.rmtree(os.path.dirname(infer["prepared"]["paths"]["int8"]),
+                  ignore_errors=True)
+    log("scaling ...")
+    results["scaling"] = scaling.benchmark(
+        config["scaling_epochs"], config["scaling_sizes"],
+        config["scaling_batches"], log=log)
+    os.makedirs(out_dir, exist_ok=True)
+    scaling.plot(results["scaling"], os.path.join(out_dir, "scaling.png"))
+    results["seconds"] = time.time() - started
+    results["load_average_at_end"] = _load_average()
+    with open(os.path.join(out_dir, "results.json"), "w") as handle:
+        json.dump(results, handle, indent=1)
+    with open(os.path.join(out_dir, "results.md"), "w") as handle:
+        handle.write(to_markdown(results))
+    log(f"wrote {out_dir}/results.json, results.md, scaling.png in "
+        f"{results['seconds'] / 60:.1f} min")
+    return results
+
+
+def _load_average():
+    try:
+        return list(os.getloadavg())
+    except OSError:
+        return None
+
+
+# ------------------------------------------------------------ markdown
+def _mmm(stats, fmt="{:.0f}"):
+    return (f"{fmt.format(stats['median'])} "
+            f"({fmt.format(stats['min'])}-{fmt.format(stats['max'])})")
+
+
+def _verdict(ok):
+    return "**met**" if ok else "**missed**"
+
+
+def to_markdown(results):
+    """The README tables, from the results dict alone."""
+    machine = results["machine"]
+    lines = [
+        "<!-- Written by benchmarks/run.py; do not edit by hand. -->",
+        "",
+        f"Measured {results['date']} with `{results['command']}` on "
+        f"{machine['cpu']} ({machine['cpu_count']} cores, "
+        f"{machine['cpu_mhz']:.0f} MHz, {', '.join(machine['cpu_flags'])}); "
+        f"load average at start {_fmt_load(results.get('load_average_at_start'))}"
+        f", at end {_fmt_load(results.get('load_average_at_end'))}. "
+        f"Python {machine['python']}, TensorFlow {machine['tensorflow']}, "
+        f"Keras {machine['keras']}, JAX {machine['jax']}, PyTorch "
+        f"{machine['torch']}, ai-edge-litert {machine['ai_edge_litert']}, "
+        f"numpy {machine['numpy']}. Figures are median (min-max) over "
+        "repeats.",
+        "",
+    ]
+    lines += _train_markdown(results["train"])
+    if "profile" in results:
+        lines += _profile_markdown(results["profile"])
+    lines += _infer_markdown(results["infer"])
+    lines += _memory_markdown(results["memory"])
+    lines += _scaling_markdown(results["scaling"])
+    return "\n".join(lines) + "\n"
+
+
+def _fmt_load(load):
+    return "unknown" if not load else f"{load[0]:.1f}"
+
+
+_LABELS = {
+    "keras_vae": "keras-vae `fit` defaults (TF)",
+    "keras_vae_jax": "keras-vae `fit` defaults (JAX)",
+    "reference_keras": "(a) Keras example, GradientTape, numpy",
+    "reference_keras_xla": "(a) + `jit_compile=True`",
+    "reference_torch": "(b) PyTorch eager",
+    "keras_vae_no_xla": "keras-vae, `jit_compile=False`",
+    "keras_vae_bf16": "keras-vae, `mixed_bfloat16`",
+}
+
+
+def _train_table(train, lines):
+    summary = train["summary"]
+    speedups = summary["keras_vae_speedup"]
+    lines += [
+        "| candidate | images/s | s/epoch | first-epoch extra s | "
+        "test ELBO | peak RSS MiB | keras-vae speed-up |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, row in summary["candidates"].items():
+        speedup = speedups.get(name)
+        lines.append(
+            f"| {_LABELS.get(name, name)} | {_mmm(row['samples_per_second'])}"
+            f" | {_mmm(row['seconds_per_epoch'], '{:.3f}')}"
+            f" | {_mmm(row['first_epoch_extra_seconds'], '{:.1f}')}"
+            f" | {_mmm(row['test_elbo'], '{:.1f}')}"
+            f" | {row['peak_rss_mb']['median']:.0f}"
+            f" | {_mmm(speedup, '{:.2f}x') if speedup else '-'} |")
+    for name, error in train.get("failures", {}).items():
+        lines.append(f"| {_LABELS.get(name, name)} | failed: {error} "
+                     "| | | | | |")
+    lines.append("")
+
+
+def _train_markdown(train):
+    lines = [
+        "### Training speed",
+        "",
+        f"MLP VAE 784-512-256-16, Bernoulli, Adam 1e-3, batch "
+        f"{train['batch_size']}, {train['epochs']} epochs on "
+        f"{train['train_size']} MNIST-5k images, {train['repeats']} repeats; "
+        "candidates alternate within each repeat, each in a fresh process. "
+        "images/s and s/epoch exclude the first epoch, whose extra time "
+        "(tracing, XLA compilation) is its own column. The test ELBO is "
+        "nats per image on the 1,000 test images after the last epoch. The "
+        "speed-up is keras-vae's images/s over the candidate's, same "
+        "repeat.",
+        "",
+    ]
+    _train_table(train, lines)
+    summary = train["summary"]
+    speedups = summary["keras_vae_speedup"]
+    elbo = {name: row["test_elbo"]["median"]
+            for name, row in summary["candidates"].items()}
+    checks = []
+    for name, key in (("reference_keras", "train_vs_reference_keras"),
+                      ("reference_torch", "train_vs_reference_torch")):
+        if name in speedups and "keras_vae" in elbo:
+            value = speedups[name]["median"]
+            gap = abs(elbo["keras_vae"] - elbo[name])
+            checks.append(
+                f"- keras-vae vs {_LABELS[name]}: {value:.2f}x (target "
+                f">= {TARGETS[key]}x: {_verdict(value >= TARGETS[key])}); "
+                f"test ELBO gap {gap:.1f} nats (target <= "
+                f"{TARGETS['elbo_within_nats']:.0f}: "
+                f"{_verdict(gap <= TARGETS['elbo_within_nats'])}).")
+    lines += checks + [""]
+    if "options" in train:
+        lines += ["Options measured for the defaults (1 repeat, same "
+                  "settings; speed-up is keras-vae defaults over the "
+                  "option):", ""]
+        _train_table(train["options"], lines)
+    return lines
+
+
+def _profile_markdown(profile):
+    names = {
+        "matmuls_fwd_bwd_xla": "the six matmuls of forward + backward (XLA)",
+        "forward_backward": "forward + backward with the loss",
+        "forward_backward_xla": "forward + backward with the loss (XLA)",
+        "adam_update": "Adam update of all weights",
+        "adam_update_xla": "Adam update of all weights (XLA)",
+        "train_step": "whole train step",
+        "train_step_xla": "whole train step (XLA)",
+    }
+    lines = [
+        "### Where the training time goes",
+        "",
+        "One batch of 128 images, each part compiled alone and timed "
+        "(microseconds per image, median (min-max) over 5 rounds of 20 "
+        f"calls; `python benchmarks/train_speed.py --profile`). One "
+        f"training example costs {profile['flops_per_image'] / 1e6:.2f} "
+        f"MFLOP of matmuls; the matmuls alone ran at "
+        f"{profile['matmul_gflops']:.0f} GFLOP/s at best, a ceiling of "
+        f"{profile['ceiling_images_per_s']:.0f} images/s. The model has "
+        f"{profile['params']:,} weights, each read and written by Adam on "
+        "every step.",
+        "",
+        "| part | us per image |",
+        "|---|---|",
+    ]
+    for key, stats in profile["us_per_image"].items():
+        lines.append(f"| {names.get(key, key)} | {_mmm(stats, '{:.1f}')} |")
+    return lines + [""]
+
+
+_INFER_LABELS = {
+    "keras_call": "Keras float `model(x)`",
+    "keras_predict_on_batch": "Keras `predict_on_batch`",
+    "tflite_float32": "LiteRT float32",
+    "tflite_dynamic": "LiteRT dynamic-range",
+    "tflite_int8": "LiteRT full int8",
+    "tflite_pruned_int8": "LiteRT pruned 80% (1x16) + int8",
+    "tflite_plain_int8": "plain `model.export(format=\"litert\")` int8",
+    "torch_eager": "PyTorch eager",
+}
+
+
+def _infer_markdown(infer):
+    prepared = infer["prepared"]
+    lines = [
+        "### Inference speed of `reconstruct`",
+        "",
+        "MLP VAE 784-512-256-16 (files from `keras_vae.export.to_tflite`, "
+        "three signatures each, timed on `reconstruct` with "
+        "`export/litert_vae.py`). Batch 1: median and p95 latency; batch "
+        f"256: images per second. File sizes: "
+        + ", ".join(f"{k} {v / 1024:.0f} KiB"
+                    for k, v in prepared["bytes"].items()) + ".",
+        "",
+    ]
+    for threads, block in infer["threads"].items():
+        lines += [
+            f"{threads} thread(s):",
+            "",
+            "| runtime | batch 1 median us | batch 1 p95 us | "
+            "batch 256 images/s |",
+            "|---|---|---|---|",
+        ]
+        for name, row in block["table"].items():
+            lines.append(
+                f"| {_INFER_LABELS.get(name, name)} | "
+                f"{_mmm(row['latency_median_us'], '{:.1f}')} | "
+                f"{row['latency_p95_us']['median']:.1f} | "
+                f"{_mmm(row['throughput_per_s'])} |")
+        lines.append("")
+        targets = block["targets"]
+        if "int8_vs_float32_batch1" in targets:
+            b1, b256 = (targets["int8_vs_float32_batch1"],
+                        targets["int8_vs_float32_batch256"])
+            lines.append(
+                f"- int8 vs float32 LiteRT: {b1:.2f}x at batch 1, "
+                f"{b256:.2f}x at batch 256 (target >= "
+                f"{TARGETS['int8_vs_float32']:.0f}x: "
+                f"{_verdict(min(b1, b256) >= TARGETS['int8_vs_float32'])}).")
+        if "int8_vs_torch_batch1" in targets:
+            value = targets["int8_vs_torch_batch1"]
+            lines.append(
+                f"- int8 vs PyTorch eager at batch 1: {value:.1f}x (target "
+                f">= {TARGETS['int8_vs_torch_batch1']:.0f}x: "
+                f"{_verdict(value >= TARGETS['int8_vs_torch_batch1'])}).")
+        if "int8_slowdown_vs_plain_batch1_pct" in targets:
+            b1 = targets["int8_slowdown_vs_plain_batch1_pct"]
+            b256 = targets["int8_slowdown_vs_plain_batch256_pct"]
+            limit = TARGETS["int8_slowdown_vs_plain_pct"]
+            lines.append(
+                f"- int8 vs the plain int8 export: {b1:+.1f}% time at batch "
+                f"1, {b256:+.1f}% at batch 256 (target <= +{limit:.0f}%: "
+                f"{_verdict(max(b1, b256) <= limit)}).")
+        lines.append(
+            f"- int8 batch 256: {targets['int8_batch256_ops_per_s'] / 1e9:.1f}"
+            f" int8 GOP/s = {100 * targets['int8_batch256_fraction_of_peak']:.1f}"
+            f"% of this CPU's int8 peak with {threads} core(s) "
+            f"({targets['int8_peak_ops_per_s'] / 1e9:.0f} GOP/s: "
+            f"{prepared['macs_per_image']:,} multiply-adds per image; peak = "
+            "cores x clock x int8 multiply-adds per cycle (64 with AVX2, 128 "
+            "with AVX-512 VNNI) x 2).")
+        lines.append("")
+    return lines
+
+
+def _memory_markdown(memory_result):
+    lines = ["### Peak resident memory", "",
+             "| process | peak RSS MiB |", "|---|---|"]
+    for backend in ("tensorflow", "jax"):
+        record = memory_result.get(f"train_{backend}")
+        if record:
+            lines.append(f"| training run, {backend} backend "
+                         f"({record['epochs']} epochs + evaluate) | "
+                         f"{record['peak_rss_mb']:.0f} |")
+    record = memory_result.get("litert_runtime")
+    if record:
+        lines.append(
+            "| LiteRT runtime (`export/litert_vae.py`, int8 file, batch 1 "
+            f"and 256; TensorFlow imported: {record['tensorflow_imported']})"
+            f" | {record['peak_rss_mb']:.0f} |")
+        lines.append("| the same process before loading the file (Python, "
+                     "numpy, LiteRT) | "
+                     f"{record['import_only_peak_rss_mb']:.0f} |")
+    return lines + [""]
+
+
+def _scaling_markdown(result):
+    lines = [
+        "### Scaling",
+        "",
+        f"keras-vae default `fit`, {result['epochs']} epochs per run; "
+        "`fit` chooses XLA for runs of at least 500 steps, hence the XLA "
+        "column. ![scaling](scaling.png)",
+        "",
+        "| training images | batch | s/epoch | images/s | first-epoch "
+        "extra s | XLA |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in result["dataset_size"] + result["batch_size"]:
+        lines.append(
+            f"| {row['train_size']} | {row['batch_size']} | "
+            f"{row['seconds_per_epoch']:.3f} | "
+            f"{row['samples_per_second']:.0f} | "
+            f"{row['first_epoch_extra_seconds']:.1f} | "
+            f"{'yes' if row['jit_compile'] else 'no'} |")
+    return lines + [""]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny settings (the smoke test)")
+    parser.add_argument("--out-dir", default=_common.BENCH_DIR)
+    args = parser.parse_args(argv)
+    run(args.quick, args.out_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,625 @@
+"""Training speed: keras-vae `fit` against the usual ways, side by side.
+
+Same data (MNIST-5k: 4,000 training and 1,000 test images), architecture
+(MLP 784-512-256-16 encoder, mirrored decoder, Bernoulli likelihood), batch
+size (128), optimizer (Adam 1e-3) and number of epochs for every
+candidate:
+
+- `keras_vae`: `keras_vae.models.mlp_vae(...)`, `compile(optimizer=Adam)`
+  and `fit(x_train)` with the defaults a user gets (TensorFlow backend).
+- `keras_vae_jax`: the same on the JAX backend.
+- `reference_keras`: a plain Keras 3 subclassed VAE with a
+  `tf.GradientTape` `train_step`, sigmoid decoder and `binary_crossentropy`,
+  fed numpy arrays, as in the well-known Keras VAE example.
+- `reference_keras_xla`: the same with `jit_compile=True` spelled out.
+- `reference_torch`: the same MLP VAE in PyTorch eager with a `DataLoader`,
+  as in the PyTorch examples' VAE, initialised like Keras' `Dense`
+  (Glorot-uniform, zero bias) so that it reaches the same test ELBO.
+- options, to measure the defaults: `keras_vae_no_xla` (keras-vae with
+  `jit_compile=False`) and `keras_vae_bf16` (keras-vae under the
+  `mixed_bfloat16` dtype policy: mixed precision on this CPU).
+
+Each run is a fresh child process, the candidates alternate within every
+repeat (A, B, C, A, B, C, ...) so that a busy machine slows all of them
+alike, and the report gives ratios of the same run. Per run: seconds per
+epoch (median of the epochs after the first), samples per second, the
+first epoch's extra time (compilation and tracing), the one-sample test
+ELBO in nats per image after the last epoch, and the peak resident memory.
+
+    .venv/bin/python benchmarks/train_speed.py --epochs 20 --repeats 3
+
+`--profile` instead times the parts of one training step (matmuls alone,
+forward and backward, the Adam update, the whole step with and without
+XLA) to show where the time goes.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common  # noqa: E402
+
+ARCHITECTURE = {"latent_dim": 16, "hidden_units": (512, 256)}
+BATCH_SIZE = 128
+LEARNING_RATE = 1e-3
+CANDIDATES = ("keras_vae", "reference_keras", "reference_keras_xla",
+              "reference_torch", "keras_vae_jax")
+OPTIONAL_CANDIDATES = ("keras_vae_no_xla", "keras_vae_bf16")
+# 20 epochs of 32 steps: past keras-vae's XLA threshold (500 steps), as
+# for any real training run, and enough for the test ELBOs to settle.
+DEFAULT_EPOCHS = 20
+TORCH_VERSION = "2.13.0"
+
+
+# ----------------------------------------------------------------- data
+def load_data(train_size=None, test_size=None, dataset="mnist5k"):
+    """Training and test images as float32 NHWC arrays in [0, 1].
+
+    `dataset="synthetic"` tiles MNIST-5k (with fresh pixel noise) up to
+    `train_size` images, for the scaling benchmark.
+    """
+    import numpy as np
+
+    import keras_vae
+
+    (x_train, _), (x_test, _) = keras_vae.datasets.load("mnist5k")
+    if dataset == "synthetic" and train_size and train_size > len(x_train):
+        rng = np.random.default_rng(0)
+        reps = -(-train_size // len(x_train))
+        x_train = np.concatenate([x_train] * reps)[:train_size]
+        noise = rng.uniform(0.0, 0.05, size=x_train.shape).astype("float32")
+        x_train = np.clip(x_train + noise, 0.0, 1.0).astype("float32")
+    elif train_size:
+        x_train = x_train[:train_size]
+    if test_size:
+        x_test = x_test[:test_size]
+    return x_train, x_test
+
+
+def _steady(epoch_seconds):
+    steady = epoch_seconds[1:] or epoch_seconds
+    return statistics.median(steady)
+
+
+def _record(name, epoch_seconds, n_train, test_elbo, **extra):
+    steady = _steady(epoch_seconds)
+    record = {
+        "candidate": name,
+        "epoch_seconds": epoch_seconds,
+        "seconds_per_epoch": steady,
+        "samples_per_second": n_train / steady,
+        "first_epoch_extra_seconds": max(epoch_seconds[0] - steady, 0.0),
+        "test_elbo": float(test_elbo),
+        "peak_rss_mb": _common.peak_rss_mb(),
+    }
+    record.update(extra)
+    return record
+
+
+# ------------------------------------------------------------ keras-vae
+def train_keras_vae(x_train, x_test, epochs, seed=0, batch_size=BATCH_SIZE,
+                    compile_kwargs=None, fit_kwargs=None, dtype_policy=None):
+    """keras-vae with the defaults users get; returns the timing record."""
+    import keras
+
+    import keras_vae
+
+    keras.utils.set_random_seed(seed)
+    if dtype_policy:
+        keras.config.set_dtype_policy(dtype_policy)
+    model = keras_vae.models.mlp_vae(
+        x_train.shape[1:], seed=seed, **ARCHITECTURE
+    )
+    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE),
+                  **(compile_kwargs or {}))
+    timer = EpochTimer()
+    model.fit(x_train, epochs=epochs, batch_size=batch_size, verbose=0,
+              callbacks=[timer], **(fit_kwargs or {}))
+    test = model.evaluate(x_test, batch_size=1000, verbose=0,
+                          return_dict=True)
+    return _record(
+        "keras_vae", timer.seconds, len(x_train), test["elbo"],
+        backend=keras.backend.backend(),
+        jit_compile=bool(model.jit_compile),
+        steps_per_execution=int(model.steps_per_execution),
+        dtype_policy=keras.config.dtype_policy().name,
+    )
+
+
+def _epoch_timer_class():
+    import keras
+
+    class _EpochTimer(keras.callbacks.Callback):
+        """Wall-clock seconds of every epoch of `fit`."""
+
+        def __init__(self):
+            super().__init__()
+            self.seconds = []
+            self._start = None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._start)
+
+    return _EpochTimer
+
+
+def EpochTimer():  # noqa: N802 - reads as the callback class it builds
+    """A Keras callback collecting the seconds of every epoch."""
+    return _epoch_timer_class()()
+
+
+# ------------------------------------------- reference (a): Keras example
+def build_reference_keras(input_shape, latent_dim=16, hidden_units=(512, 256),
+                          seed=0):
+    """The Keras example's VAE with an MLP: GradientTape, sigmoid, BCE."""
+    import math
+
+    import keras
+    import tensorflow as tf
+    from keras import layers, ops
+
+    class Sampling(layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.seed_generator = keras.random.SeedGenerator(seed)
+
+        def call(self, inputs):
+            z_mean, z_log_var = inputs
+            epsilon = keras.random.normal(ops.shape(z_mean),
+                                          seed=self.seed_generator)
+            return z_mean + ops.exp(0.5 * z_log_var) * epsilon
+
+    inputs = keras.Input(shape=input_shape)
+    hidden = layers.Flatten()(inputs)
+    for units in hidden_units:
+        hidden = layers.Dense(units, activation="relu")(hidden)
+    z_mean = layers.Dense(latent_dim, name="z_mean")(hidden)
+    z_log_var = layers.Dense(latent_dim, name="z_log_var")(hidden)
+    z = Sampling()([z_mean, z_log_var])
+    encoder = keras.Model(inputs, [z_mean, z_log_var, z], name="encoder")
+
+    latent_inputs = keras.Input(shape=(latent_dim,))
+    hidden = latent_inputs
+    for units in hidden_units[::-1]:
+        hidden = layers.Dense(units, activation="relu")(hidden)
+    hidden = layers.Dense(math.prod(input_shape), activation="sigmoid")(hidden)
+    outputs = layers.Reshape(input_shape)(hidden)
+    decoder = keras.Model(latent_inputs, outputs, name="decoder")
+
+    class ReferenceVAE(keras.Model):
+        def __init__(self, encoder, decoder, **kwargs):
+            super().__init__(**kwargs)
+            self.encoder = encoder
+            self.decoder = decoder
+            self.total_loss_tracker = keras.metrics.Mean(name="total_loss")
+            self.reconstruction_loss_tracker = keras.metrics.Mean(
+                name="reconstruction_loss")
+            self.kl_loss_tracker = keras.metrics.Mean(name="kl_loss")
+
+        @property
+        def metrics(self):
+            return [self.total_loss_tracker,
+                    self.reconstruction_loss_tracker, self.kl_loss_tracker]
+
+        def losses_for(self, data):
+            z_mean, z_log_var, z = self.encoder(data)
+            reconstruction = self.decoder(z)
+            reconstruction_loss = ops.mean(ops.sum(
+                keras.losses.binary_crossentropy(data, reconstruction),
+                axis=(1, 2)))
+            kl_loss = -0.5 * (1 + z_log_var - ops.square(z_mean)
+                              - ops.exp(z_log_var))
+            kl_loss = ops.mean(ops.sum(kl_loss, axis=1))
+            return reconstruction_loss, kl_loss
+
+        def train_step(self, data):
+            with tf.GradientTape() as tape:
+                reconstruction_loss, kl_loss = self.losses_for(data)
+                total_loss = reconstruction_loss + kl_loss
+            grads = tape.gradient(total_loss, self.trainable_weights)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
+            self.total_loss_tracker.update_state(total_loss)
+            self.reconstruction_loss_tracker.update_state(reconstruction_loss)
+            self.kl_loss_tracker.update_state(kl_loss)
+            return {m.name: m.result() for m in self.metrics}
+
+    return ReferenceVAE(encoder, decoder)
+
+
+def train_reference_keras(x_train, x_test, epochs, seed=0,
+                          batch_size=BATCH_SIZE, jit_compile="auto"):
+    """Reference (a): the Keras example's way, fed numpy arrays."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = build_reference_keras(x_train.shape[1:], seed=seed,
+                                  **ARCHITECTURE)
+    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE),
+                  jit_compile=jit_compile)
+    timer = EpochTimer()
+    model.fit(x_train, epochs=epochs, batch_size=batch_size, verbose=0,
+              callbacks=[timer])
+    reconstruction, kl = model.losses_for(x_test)
+    test_elbo = -(float(reconstruction) + float(kl))
+    name = "reference_keras" if jit_compile == "auto" else "reference_keras_xla"
+    return _record(name, timer.seconds, len(x_train), test_elbo,
+                   jit_compile=bool(model.jit_compile))
+
+
+# ------------------------------------------- reference (b): PyTorch eager
+def ensure_torch():
+    """Import torch, installing the CPU wheel into this venv if missing.
+
+    Only the benchmark needs torch; it is never a keras-vae dependency.
+    """
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        import subprocess
+
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet",
+             f"torch=={TORCH_VERSION}"],
+            check=True,
+        )
+    import torch
+
+    return torch
+
+
+def train_reference_torch(x_train, x_test, epochs, seed=0,
+                          batch_size=BATCH_SIZE):
+    """Reference (b): the same MLP VAE in PyTorch eager."""
+    torch = ensure_torch()
+    from torch import nn
+    from torch.nn import functional
+
+    torch.manual_seed(seed)
+    model = build_reference_torch(x_train.shape[1:], **ARCHITECTURE)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+    data = torch.from_numpy(x_train.reshape(len(x_train), -1))
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(data), batch_size=batch_size,
+        shuffle=True)
+
+    def loss_function(logits, x, mu, log_var):
+        bce = functional.binary_cross_entropy_with_logits(
+            logits, x, reduction="sum")
+        kld = -0.5 * torch.sum(1 + log_var - mu.pow(2) - log_var.exp())
+        return bce, kld
+
+    epoch_seconds = []
+    model.train()
+    for _ in range(epochs):
+        start = time.perf_counter()
+        for (x,) in loader:
+            optimizer.zero_grad()
+            logits, mu, log_var = model(x)
+            bce, kld = loss_function(logits, x, mu, log_var)
+            loss = (bce + kld) / len(x)
+            loss.backward()
+            optimizer.step()
+        epoch_seconds.append(time.perf_counter() - start)
+    model.eval()
+    with torch.no_grad():
+        x = torch.from_numpy(x_test.reshape(len(x_test), -1))
+        logits, mu, log_var = model(x)
+        bce, kld = loss_function(logits, x, mu, log_var)
+        test_elbo = -float(bce + kld) / len(x)
+    del nn
+    return _record("reference_torch", epoch_seconds, len(x_train), test_elbo,
+                   torch_threads=torch.get_num_threads())
+
+
+def build_reference_torch(input_shape, latent_dim=16, hidden_units=(512, 256),
+                          deterministic=False):
+    """The MLP VAE as a `torch.nn.Module` returning `(logits, mu, log_var)`.
+
+    With `deterministic=True` the module returns the reconstruction
+    probabilities through the posterior mean (for inference timing).
+    """
+    import math
+
+    torch = ensure_torch()
+    from torch import nn
+
+    features = math.prod(input_shape)
+
+    def mlp(sizes):
+        layers = []
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+        return nn.Sequential(*layers)
+
+    class TorchVAE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = mlp((features, *hidden_units))
+            self.mu = nn.Linear(hidden_units[-1], latent_dim)
+            self.log_var = nn.Linear(hidden_units[-1], latent_dim)
+            self.decoder = mlp((latent_dim, *hidden_units[::-1]))
+            self.out = nn.Linear(hidden_units[0], features)
+            # Keras' Dense initialisation (Glorot-uniform kernel, zero
+            # bias), so both frameworks start from the same distribution
+            # and reach the same test ELBO after the same epochs.
+            for module in self.modules():
+                if isinstance(module, nn.Linear):
+                    nn.init.xavier_uniform_(module.weight)
+                    nn.init.zeros_(module.bias)
+
+        def forward(self, x):
+            x = x.reshape(x.shape[0], -1)
+            hidden = self.encoder(x)
+            mu, log_var = self.mu(hidden), self.log_var(hidden)
+            if deterministic:
+                return torch.sigmoid(self.out(self.decoder(mu)))
+            z = mu + torch.exp(0.5 * log_var) * torch.randn_like(mu)
+            return self.out(self.decoder(z)), mu, log_var
+
+    return TorchVAE()
+
+
+# --------------------------------------------------------------- driver
+def run_candidate(name, epochs, seed=0, train_size=None, batch_size=BATCH_SIZE,
+                  dataset="mnist5k", compile_kwargs=None):
+    """Train one candidate in this process and return its record."""
+    x_train, x_test = load_data(train_size, dataset=dataset)
+    if name in ("keras_vae", "keras_vae_jax"):
+        return train_keras_vae(x_train, x_test, epochs, seed, batch_size,
+                               compile_kwargs=compile_kwargs)
+    if name == "keras_vae_no_xla":
+        return train_keras_vae(x_train, x_test, epochs, seed, batch_size,
+                               compile_kwargs={**(compile_kwargs or {}),
+                                               "jit_compile": False})
+    if name == "keras_vae_bf16":
+        return train_keras_vae(x_train, x_test, epochs, seed, batch_size,
+                               compile_kwargs=compile_kwargs,
+                               dtype_policy="mixed_bfloat16")
+    if name == "reference_keras":
+        return train_reference_keras(x_train, x_test, epochs, seed, batch_size)
+    if name == "reference_keras_xla":
+        return train_reference_keras(x_train, x_test, epochs, seed, batch_size,
+                                     jit_compile=True)
+    if name == "reference_torch":
+        return train_reference_torch(x_train, x_test, epochs, seed, batch_size)
+    raise ValueError(
+        f"Unknown candidate. Expected one of "
+        f"{CANDIDATES + OPTIONAL_CANDIDATES}. Received: name={name!r}")
+
+
+def run_candidate_in_child(name, epochs, seed=0, train_size=None,
+                           batch_size=BATCH_SIZE, dataset="mnist5k",
+                           compile_kwargs=None):
+    """Run `run_candidate` in a fresh process (JAX for `keras_vae_jax`)."""
+    backend = "jax" if name == "keras_vae_jax" else "tensorflow"
+    args = ["--candidate", name, "--epochs", epochs, "--seed", seed,
+            "--batch-size", batch_size, "--dataset", dataset,
+            "--compile", json.dumps(compile_kwargs or {})]
+    if train_size:
+        args += ["--train-size", train_size]
+    record = _common.run_child("train_speed", args, backend=backend)
+    record["candidate"] = name
+    return record
+
+
+def benchmark(epochs=DEFAULT_EPOCHS, repeats=3, candidates=CANDIDATES,
+              seed=0, train_size=None, log=print):
+    """Alternate the candidates `repeats` times; return records and summary.
+
+    A candidate that fails (e.g. an unsupported dtype policy) is recorded
+    with its error instead of stopping the benchmark.
+    """
+    records, failures = [], {}
+    for repeat in range(repeats):
+        for name in candidates:
+            if name in failures:
+                continue
+            try:
+                record = run_candidate_in_child(name, epochs, seed=seed + repeat,
+                                                train_size=train_size)
+            except RuntimeError as error:
+                failures[name] = str(error).strip().splitlines()[-1][-300:]
+                log(f"  train {name:22s} failed: {failures[name]}")
+                continue
+            record["repeat"] = repeat
+            records.append(record)
+            log(f"  train {name:22s} repeat {repeat}: "
+                f"{record['samples_per_second']:8.0f} samples/s, "
+                f"first epoch +{record['first_epoch_extra_seconds']:.2f} s, "
+                f"test ELBO {record['test_elbo']:.1f}")
+    return {"epochs": epochs, "repeats": repeats, "batch_size": BATCH_SIZE,
+            "train_size": train_size or 4000, "records": records,
+            "failures": failures, "summary": summarize(records)}
+
+
+def summarize(records):
+    """Per-candidate min/median/max and the same-repeat speed ratios."""
+    by_name = {}
+    for record in records:
+        by_name.setdefault(record["candidate"], []).append(record)
+    table = {}
+    for name, rows in by_name.items():
+        table[name] = {
+            key: _common.summary([row[key] for row in rows])
+            for key in ("samples_per_second", "seconds_per_epoch",
+                        "first_epoch_extra_seconds", "test_elbo",
+                        "peak_rss_mb")
+        }
+    ratios = {}
+    if "keras_vae" in by_name:
+        ours = {r["repeat"]: r for r in by_name["keras_vae"] if "repeat" in r}
+        for name, rows in by_name.items():
+            if name == "keras_vae":
+                continue
+            values = [ours[r["repeat"]]["samples_per_second"]
+                      / r["samples_per_second"]
+                      for r in rows if r.get("repeat") in ours]
+            if values:
+                ratios[name] = _common.summary(values)
+    return {"candidates": table, "keras_vae_speedup": ratios}
+
+
+# -------------------------------------------------------------- profile
+def flops_per_image(input_features=784, latent_dim=16,
+                    hidden_units=ARCHITECTURE["hidden_units"]):
+    """Matmul FLOPs of one training example (forward and backward).
+
+    Forward: one multiply-add per kernel entry. Backward: the kernel
+    gradient of every layer and the input gradient of every layer but the
+    first (the data needs none). Elementwise work is left out.
+    """
+    sizes = [input_features, *hidden_units]
+    encoder = list(zip(sizes[:-1], sizes[1:])) + [(hidden_units[-1],
+                                                   2 * latent_dim)]
+    back = [latent_dim, *hidden_units[::-1], input_features]
+    decoder = list(zip(back[:-1], back[1:]))
+    macs = sum(a * b for a, b in encoder + decoder)
+    first = input_features * hidden_units[0]
+    return 2 * (3 * macs - first)
+
+
+def profile_step(rounds=5, calls=20):
+    """Where the time of one keras-vae training step goes (TF backend).
+
+    Times compiled functions on one constant batch of 128 images, each
+    alone: the six matmuls of forward and backward, forward + backward with
+    the loss, the Adam update, and the whole step, with and without XLA.
+    Returns microseconds per image (min and median over `rounds`).
+    """
+    import numpy as np
+    import tensorflow as tf
+    import keras
+
+    import keras_vae
+
+    keras.utils.set_random_seed(0)
+    x = tf.constant(np.random.default_rng(0).uniform(
+        size=(BATCH_SIZE, 28, 28, 1)).astype("float32"))
+    model = keras_vae.models.mlp_vae((28, 28, 1), seed=0, **ARCHITECTURE)
+    optimizer = keras.optimizers.Adam(LEARNING_RATE)
+    optimizer.build(model.trainable_variables)
+    variables = model.trainable_variables
+    constant_grads = [tf.fill(v.shape, 1e-3) for v in variables]
+    # The MLP's kernels, the two posterior heads as one (256, 32) matmul.
+    units = ARCHITECTURE["hidden_units"]
+    latent = ARCHITECTURE["latent_dim"]
+    shapes = [(784, units[0]), (units[0], units[1]), (units[1], 2 * latent),
+              (latent, units[1]), (units[1], units[0]), (units[0], 784)]
+    kernels = [tf.Variable(tf.random.normal(shape, stddev=0.05))
+               for shape in shapes]
+
+    def matmuls():
+        # Forward, then per layer the kernel gradient and (but for the
+        # first layer) the input gradient: the matmul work of one step.
+        h, inputs = tf.reshape(x, (BATCH_SIZE, -1)), []
+        for kernel in kernels:
+            h = h[:, : kernel.shape[0]]
+            inputs.append(h)
+            h = tf.matmul(h, kernel)
+        g, grads = tf.ones_like(h), []
+        for index in range(len(kernels) - 1, -1, -1):
+            # Every gradient is returned, so none is optimised away.
+            grads.append(tf.matmul(inputs[index], g, transpose_a=True))
+            if index:
+                g = tf.matmul(g, kernels[index], transpose_b=True)
+                if g.shape[-1] != kernels[index - 1].shape[-1]:
+                    g = tf.pad(g, [[0, 0], [0, kernels[index - 1].shape[-1]
+                                            - g.shape[-1]]])
+        return grads
+
+    def forward_backward():
+        with tf.GradientTape() as tape:
+            terms = model.compute_terms(x, training=True)
+            loss = model._training_loss(terms, x, training=True)
+        return tape.gradient(loss, variables)
+
+    def adam():
+        optimizer.apply(constant_grads, variables)
+        return optimizer.iterations
+
+    def step():
+        optimizer.apply(forward_backward(), variables)
+        return optimizer.iterations
+
+    parts = {
+        "matmuls_fwd_bwd_xla": (matmuls, True),
+        "forward_backward": (forward_backward, False),
+        "forward_backward_xla": (forward_backward, True),
+        "adam_update": (adam, False),
+        "adam_update_xla": (adam, True),
+        "train_step": (step, False),
+        "train_step_xla": (step, True),
+    }
+    compiled = {name: tf.function(fn, jit_compile=jit)
+                for name, (fn, jit) in parts.items()}
+    for fn in compiled.values():
+        tf.nest.map_structure(lambda t: t.numpy(), fn())
+    times = {name: [] for name in compiled}
+    for _ in range(rounds):
+        for name, fn in compiled.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                out = fn()
+            tf.nest.map_structure(lambda t: t.numpy(), out)
+            seconds = time.perf_counter() - start
+            times[name].append(seconds / calls / BATCH_SIZE * 1e6)
+    flops = flops_per_image()
+    result = {
+        "us_per_image": {name: _common.summary(v) for name, v in times.items()},
+        "flops_per_image": flops,
+        "params": int(sum(np.prod(v.shape) for v in variables)),
+    }
+    best = min(times["matmuls_fwd_bwd_xla"])
+    result["matmul_gflops"] = flops / best / 1e3
+    result["ceiling_images_per_s"] = 1e6 / best
+    return result
+
+
+def _child_main(argv):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child", action="store_true")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--candidate", default="keras_vae")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--train-size", type=int, default=None)
+    parser.add_argument("--dataset", default="mnist5k")
+    parser.add_argument("--compile", default="{}")
+    args = parser.parse_args(argv)
+    if args.profile:
+        return _common.emit(profile_step())
+    _common.emit(run_candidate(
+        args.candidate, args.epochs, args.seed, args.train_size,
+        args.batch_size, args.dataset, json.loads(args.compile)))
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if "--child" in argv:
+        return _child_main(argv)
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES))
+    parser.add_argument("--profile", action="store_true",
+                        help="time the parts of one training step instead")
+    args = parser.parse_args(argv)
+    if args.profile:
+        print(json.dumps(_common.run_child("train_speed", ["--profile"]),
+                         indent=1))
+        return
+    result = benchmark(args.epochs, args.repeats, args.candidates)
+    print(json.dumps(result["summary"], indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""A tiny run of the `make bench` code, so the benchmarks cannot rot.
+
+Trains the real candidates for two short epochs on 256 images in this
+process, times a tiny LiteRT file, runs the TensorFlow-free memory child,
+and renders the Markdown report and the scaling plot.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+BENCH_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)),
+                         "benchmarks")
+sys.path.insert(0, BENCH_DIR)
+
+import _common  # noqa: E402
+import infer_speed  # noqa: E402
+import memory  # noqa: E402
+import run as bench_run  # noqa: E402
+import scaling  # noqa: E402
+import train_speed  # noqa: E402
+
+
+def _torch_installed():
+    # PyTorch is reference (b) of `make bench` only (the `bench` extra);
+    # `make test` installs `.[test,jax]` and never pulls it in.
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def train_records():
+    records = []
+    names = ["keras_vae", "reference_keras"]
+    if _torch_installed():
+        names.append("reference_torch")
+    for name in names:
+        record = train_speed.run_candidate(name, epochs=2, train_size=256)
+        record["candidate"] = name
+        record["repeat"] = 0
+        records.append(record)
+    return records
+
+
+def test_every_training_candidate_trains_and_reports(train_records):
+    for record in train_records:
+        assert record["samples_per_second"] > 0, record
+        assert len(record["epoch_seconds"]) == 2
+        # One-sample test ELBO of a barely trained MNIST VAE: nats, finite.
+        assert -600 < record["test_elbo"] < -50, record
+    keras_vae = train_records[0]
+    # A 16-step fit is far below the XLA threshold: no compile cost.
+    assert keras_vae["jit_compile"] is False
+    assert keras_vae["steps_per_execution"] == 32
+
+
+def test_summary_gives_same_repeat_speedups(train_records):
+    summary = train_speed.summarize(train_records)
+    assert set(summary["keras_vae_speedup"]) == {
+        r["candidate"] for r in train_records[1:]}
+    ours = train_records[0]["samples_per_second"]
+    theirs = train_records[1]["samples_per_second"]
+    assert summary["keras_vae_speedup"]["reference_keras"]["median"] == (
+        pytest.approx(ours / theirs))
+
+
+def test_flops_per_image_counts_forward_and_backward_matmuls():
+    forward = 784 * 512 + 512 * 256 + 256 * 32 + 16 * 256 + 256 * 512 + 512 * 784
+    # Kernel gradients everywhere, input gradients but for the first layer.
+    expected = 2 * (3 * forward - 784 * 512)
+    assert train_speed.flops_per_image() == expected
+
+
+@pytest.fixture(scope="module")
+def tiny_int8(tmp_path_factory):
+    import keras
+
+    import keras_vae
+    from keras_vae.export import to_tflite
+
+    (x, _), _ = keras_vae.datasets.load("digits")
+    keras.utils.set_random_seed(0)
+    model = keras_vae.models.mlp_vae((8, 8, 1), 2, hidden_units=(16,), seed=0)
+    path = str(tmp_path_factory.mktemp("bench") / "int8.tflite")
+    to_tflite(model, path, quantization="int8", representative_data=x[:64],
+              signatures=("reconstruct",))
+    return path
+
+
+def test_litert_timing_and_memory_child_without_tensorflow(tiny_int8):
+    signature = infer_speed._litert_signature(tiny_int8, threads=1)
+    runtime = infer_speed._runtime()
+    row = runtime.benchmark_signature(signature, runs=50, throughput_runs=5,
+                                      warmup=2)
+    assert 0 < row["latency_median_us"] <= row["latency_p95_us"]
+    assert row["throughput_per_s"] > 0
+    record = _common.run_child("memory", ["--litert", tiny_int8], timeout=120)
+    assert record["tensorflow_imported"] is False
+    assert record["peak_rss_mb"] >= record["import_only_peak_rss_mb"] > 0
+
+
+def _fake_infer():
+    stats = _common.summary
+    table = {
+        "tflite_float32": {"latency_median_us": stats([30.0]),
+                           "latency_p95_us": stats([35.0]),
+                           "throughput_per_s": stats([1e5])},
+        "tflite_int8": {"latency_median_us": stats([7.0]),
+                        "latency_p95_us": stats([8.0]),
+                        "throughput_per_s": stats([4e5])},
+        "tflite_plain_int8": {"latency_median_us": stats([7.2]),
+                              "latency_p95_us": stats([8.0]),
+                              "throughput_per_s": stats([4.1e5])},
+        "torch_eager": {"latency_median_us": stats([100.0]),
+                        "latency_p95_us": stats([120.0]),
+                        "throughput_per_s": stats([2e4])},
+    }
+    info = {"cpu_flags": ["avx2"], "cpu_mhz": 2000.0}
+    targets = infer_speed.ratios(table, 1000, 1, info)
+    return table, targets
+
+
+def test_inference_ratios_follow_the_export_targets():
+    _, targets = _fake_infer()
+    assert targets["int8_vs_float32_batch1"] == pytest.approx(30 / 7)
+    assert targets["int8_vs_float32_batch256"] == pytest.approx(4.0)
+    assert targets["int8_vs_torch_batch1"] == pytest.approx(100 / 7)
+    assert targets["int8_slowdown_vs_plain_batch1_pct"] == pytest.approx(
+        100 * (7.0 / 7.2 - 1))
+    # 4e5 images/s x 1000 MACs x 2 ops over 2 GHz x 64 MACs x 2 ops.
+    assert targets["int8_batch256_fraction_of_peak"] == pytest.approx(
+        4e5 * 2000 / (2.0 * 64 * 2000e6))
+
+
+def test_markdown_report_and_plot_come_from_the_results(train_records,
+                                                        tmp_path):
+    table, targets = _fake_infer()
+    record = train_records[0]
+    results = {
+        "date": "2026-01-01T00:00:00+00:00",
+        "command": "benchmarks/run.py --quick",
+        "machine": _common.machine_info(),
+        "load_average_at_start": [1.0, 1.0, 1.0],
+        "train": {"epochs": 2, "repeats": 1, "batch_size": 128,
+                  "train_size": 256, "records": train_records,
+                  "failures": {"keras_vae_bf16": "TypeError: dtype"},
+                  "summary": train_speed.summarize(train_records)},
+        "infer": {"prepared": {"bytes": {"int8": 1024},
+                               "macs_per_image": 1000},
+                  "threads": {"1": {"table": table, "targets": targets}}},
+        "memory": {"train_tensorflow": {"peak_rss_mb": 900.0, "epochs": 1},
+                   "litert_runtime": {"peak_rss_mb": 60.0,
+                                      "import_only_peak_rss_mb": 50.0,
+                                      "tensorflow_imported": False}},
+        "scaling": {"epochs": 2, "dataset_size": [
+            scaling._row(record, train_size=256, batch_size=128),
+            scaling._row(record, train_size=512, batch_size=128)],
+            "batch_size": [scaling._row(record, train_size=256,
+                                        batch_size=64)]},
+    }
+    markdown = bench_run.to_markdown(json.loads(json.dumps(results)))
+    assert "keras-vae vs (a) Keras example" in markdown
+    if _torch_installed():
+        assert "keras-vae vs (b) PyTorch eager" in markdown
+    assert "int8 vs float32 LiteRT: 4.29x at batch 1, 4.00x" in markdown
+    assert "failed: TypeError: dtype" in markdown
+    assert "| LiteRT runtime" in markdown
+    png = scaling.plot(results["scaling"], str(tmp_path / "scaling.png"))
+    with open(png, "rb") as handle:
+        assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert all(math.isfinite(r["samples_per_second"]) for r in train_records)
+    np.testing.assert_array_less(0, [r["peak_rss_mb"] for r in train_records])
+
+
+def test_make_bench_installs_torch_extra_and_runs_run_py():
+    root = os.path.dirname(BENCH_DIR)
+    with open(os.path.join(root, "Makefile")) as handle:
+        makefile = handle.read()
+    assert '".[test,jax,bench]"' in makefile
+    assert "benchmarks/run.py" in makefile
+    result = subprocess.run([sys.executable, os.path.join(BENCH_DIR, "run.py"),
+                             "--help"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0 and "--quick" in result.stdout
+
+
+def test_bench_extra_pins_the_cpu_torch_wheel_outside_install_requires():
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(os.path.join(os.path.dirname(BENCH_DIR), "setup.cfg"))
+    assert config["options.extras_require"]["bench"].split() == [
+        "torch==2.13.0"]
+    assert "torch" not in config["options"]["install_requires"]

@@ -1,0 +1,350 @@
+"""Interrupted training: a run killed mid-epoch resumes without losing state.
+
+A training subprocess with a backup callback, KL warm-up and pruning is
+killed with SIGKILL in the middle of an epoch, then the same training runs
+again (in the test process) and resumes from the backup. It must end with
+the same warm-up step, beta, pruning step, masks and optimizer step as an
+uninterrupted run, and the same final ELBO: within noise with
+`keras.callbacks.BackupAndRestore` (which does not save the sampling seed
+state), to float rounding with `keras_vae.faults.AtomicBackupAndRestore`.
+A second kill lands while a checkpoint is being written: the atomic
+callback resumes from the previous whole checkpoint. A crash during
+quantization-aware training, and one on JAX, resume exactly too. Data is not shuffled,
+so the runs see the same batches.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+import keras_vae
+from keras_vae.callbacks import KLWarmup
+from keras_vae.compression import (
+    PolynomialDecay,
+    PruningCallback,
+    QuantizationAwareTraining,
+    is_quantization_aware,
+    quantize_aware,
+)
+from keras_vae.faults import AtomicBackupAndRestore
+from backend_runner import run_with_backend
+
+MODULE = "interrupted"
+# Faults injected (damaged files, failing writers), reported by the module.
+FAULTS = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_faults():
+    yield
+    print(f"\nreliability {MODULE}: {len(FAULTS)} faults injected")
+    log = os.environ.get("KERAS_VAE_RELIABILITY_LOG")
+    if log:
+        with open(log, "a") as handle:
+            handle.write(json.dumps({"module": MODULE,
+                                     "faults": len(FAULTS)}) + "\n")
+
+
+class Killer(keras.callbacks.Callback):
+    """Announces step `kill_at` by creating `marker`, then waits to be killed."""
+
+    def __init__(self, kill_at=-1, marker=""):
+        super().__init__()
+        self.kill_at = kill_at
+        self.marker = marker
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if keras.backend.backend() == "jax":
+            self.model.jax_state_sync()
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        if step == self.kill_at:
+            wait_to_be_killed(self.marker)
+
+
+class Interrupted(Exception):
+    """Stands for a crash inside `fit` (used where no process is killed)."""
+
+
+def wait_to_be_killed(marker):
+    if marker == "raise":
+        raise Interrupted()
+    open(marker, "w").close()
+    time.sleep(120)
+    sys.exit("the test did not kill this process")
+
+
+def train(backup_dir=None, atomic=False, kill_at=-1, kill_in_save=-1,
+          marker="", qat=False):
+    """Train a small pruned VAE with KL warm-up for 5 epochs of 6 steps.
+
+    Returns its final state. `kill_at` stops at that step and
+    `kill_in_save` halfway through writing that checkpoint (atomic
+    backup), until the test kills the process; with `marker="raise"` they
+    raise `Interrupted` instead. `qat` trains a quantization-aware copy
+    with fake quantization switched on from the third epoch.
+    """
+    keras.utils.set_random_seed(0)
+    (x, _), _ = keras_vae.datasets.load("digits")
+    x = x[:192]
+    model = keras_vae.models.mlp_vae((8, 8, 1), latent_dim=2,
+                                     hidden_units=(16,), seed=3)
+    if qat:
+        model = quantize_aware(model, enabled=False)
+    model.compile(optimizer=keras.optimizers.Adam(5e-3))
+    warmup = KLWarmup(warmup=20, unit="step")
+    pruning = PruningCallback(PolynomialDecay(0.0, 0.5, begin_step=0,
+                                              end_step=30, frequency=5))
+    callbacks = [warmup, pruning, Killer(kill_at, marker)]
+    if qat:
+        callbacks.append(QuantizationAwareTraining(start_epoch=2))
+    if backup_dir:
+        if atomic:
+            backup = AtomicBackupAndRestore(str(backup_dir),
+                                            delete_checkpoint=False)
+            if kill_in_save > 0:
+                original = model.save_weights
+
+                def save_weights(path, **kwargs):
+                    original(path, **kwargs)
+                    if backup._counter == kill_in_save:
+                        with open(path, "r+b") as handle:
+                            handle.truncate(os.path.getsize(path) // 2)
+                        wait_to_be_killed(marker)
+
+                model.save_weights = save_weights
+        else:
+            backup = keras.callbacks.BackupAndRestore(
+                str(backup_dir), delete_checkpoint=False)
+        callbacks.insert(0, backup)
+    history = model.fit(x, epochs=5, batch_size=32, shuffle=False,
+                        verbose=0, callbacks=callbacks)
+    if keras.backend.backend() == "jax":
+        model.jax_state_sync()
+    hook = pruning.hook
+    metrics = model.evaluate(x, batch_size=192, verbose=0, return_dict=True)
+    return {
+        "epochs_run": len(history.history["loss"]),
+        "warmup_step": warmup.step,
+        "beta": model.beta,
+        "iterations": int(keras.ops.convert_to_numpy(
+            model.optimizer.iterations)),
+        "pruning_step": int(keras.ops.convert_to_numpy(hook.pruning_step)),
+        "mask_zeros": [int((keras.ops.convert_to_numpy(m) == 0).sum())
+                       for m in hook.masks],
+        "train_elbo": float(history.history["elbo"][-1]),
+        "test_elbo": float(metrics["elbo"]),
+        "weights": model.get_weights(),
+        "quantization": bool(is_quantization_aware(model)),
+    }
+
+
+# The killed run: this module's `train` in a fresh process.
+CHILD = """
+import os, sys
+sys.path.insert(0, {tests!r})
+from test_reliability_interrupted import train
+train(os.environ["BACKUP_DIR"], atomic=os.environ.get("ATOMIC") == "1",
+      kill_at=int(os.environ.get("KILL_AT", "-1")),
+      kill_in_save=int(os.environ.get("KILL_IN_SAVE", "-1")),
+      marker=os.environ["MARKER"])
+sys.exit("the run was not killed")
+""".format(tests=os.path.dirname(os.path.abspath(__file__)))
+
+
+def kill_child(tmp_path, **env):
+    """Run `train` in a subprocess and SIGKILL it at its kill point."""
+    marker = str(tmp_path / f"marker-{time.monotonic_ns()}")
+    environment = dict(
+        os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3",
+        MARKER=marker, **{key: str(value) for key, value in env.items()},
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", CHILD], env=environment,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 240
+    while not os.path.exists(marker):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            _, err = process.communicate()
+            raise AssertionError(f"child never reached its kill point:\n{err[-4000:]}")
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """The same training, never interrupted."""
+    return train()
+
+
+def assert_same_schedule_state(resumed, reference):
+    assert resumed["warmup_step"] == reference["warmup_step"]
+    assert resumed["beta"] == pytest.approx(reference["beta"])
+    assert resumed["iterations"] == reference["iterations"]
+    assert resumed["pruning_step"] == reference["pruning_step"]
+    assert resumed["mask_zeros"] == reference["mask_zeros"]
+
+
+def test_run_killed_mid_epoch_resumes_with_the_same_schedule_and_elbo(
+    tmp_path, reference
+):
+    backup_dir = tmp_path / "backup"
+    # 6 steps per epoch: step 15 is in the middle of the third epoch, before
+    # the 20-step warm-up and the 30-step pruning schedule end.
+    FAULTS.append("SIGKILL mid-epoch")
+    kill_child(tmp_path, BACKUP_DIR=backup_dir, KILL_AT=15)
+    assert (backup_dir / "latest.weights.h5").exists()
+    resumed = train(backup_dir)
+    # Keras resumes at the start of the interrupted epoch (the third).
+    assert resumed["epochs_run"] == 3 and reference["epochs_run"] == 5
+    assert reference["iterations"] == 30
+    assert reference["warmup_step"] == 30 and reference["beta"] == 1.0
+    assert reference["pruning_step"] == 30
+    assert_same_schedule_state(resumed, reference)
+    print(f"\nkilled at step 15, resumed (keras BackupAndRestore): test ELBO "
+          f"{resumed['test_elbo']:.4f} vs uninterrupted "
+          f"{reference['test_elbo']:.4f}")
+    # Keras' callback does not save the sampling seed state, so the resumed
+    # epochs draw other noise: equal within that noise only.
+    assert resumed["test_elbo"] == pytest.approx(reference["test_elbo"], rel=0.01)
+
+
+def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(
+    tmp_path, reference
+):
+    backup_dir = tmp_path / "atomic"
+    # Checkpoint 3 (end of epoch 3) is cut in half and the process dies.
+    FAULTS.append("SIGKILL while writing a checkpoint")
+    kill_child(tmp_path, BACKUP_DIR=backup_dir, ATOMIC=1, KILL_IN_SAVE=3)
+    names = sorted(os.listdir(backup_dir))
+    metadata = json.loads((backup_dir / "training_metadata.json").read_text())
+    # The half-written file never took the checkpoint's name.
+    assert metadata["weights"] == "ckpt-00000002.weights.h5"
+    assert metadata["epoch"] == 2
+    assert "ckpt-00000003.weights.h5" not in names
+    assert any(name.startswith(".tmp-") for name in names)
+    resumed = train(backup_dir, atomic=True)
+    assert resumed["epochs_run"] == 3
+    assert_same_schedule_state(resumed, reference)
+    print(f"\nkilled while writing checkpoint 3, resumed (atomic): test ELBO "
+          f"{resumed['test_elbo']:.6f} vs uninterrupted "
+          f"{reference['test_elbo']:.6f}")
+    # Weights, optimizer, schedules and the seed state all came back: the
+    # resumed run is the uninterrupted one, to float rounding.
+    assert resumed["test_elbo"] == pytest.approx(reference["test_elbo"], rel=1e-5)
+    for a, b in zip(resumed["weights"], reference["weights"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # The stale temporary file was removed on restart.
+    assert not [n for n in os.listdir(backup_dir) if n.startswith(".tmp-")]
+
+
+def test_quantization_aware_run_resumes_exactly(tmp_path):
+    FAULTS.append("crash mid-epoch during QAT")
+    reference = train(qat=True)
+    backup_dir = tmp_path / "qat"
+    # Step 15 is in the third epoch, the first with fake quantization.
+    with pytest.raises(Interrupted):
+        train(backup_dir, atomic=True, kill_at=15, marker="raise", qat=True)
+    resumed = train(backup_dir, atomic=True, qat=True)
+    assert resumed["epochs_run"] == 3
+    assert resumed["quantization"] and reference["quantization"]
+    assert_same_schedule_state(resumed, reference)
+    # Fake-quant ranges and switches are variables: restored exactly.
+    for a, b in zip(resumed["weights"], reference["weights"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_interrupted_run_resumes_exactly_on_jax():
+    FAULTS.append("crash mid-epoch on JAX")
+    output = run_with_backend(
+        f"""
+        import sys, tempfile
+        import numpy as np
+        sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+        from test_reliability_interrupted import Interrupted, train
+
+        backup = tempfile.mkdtemp()
+        try:
+            train(backup, atomic=True, kill_at=15, marker="raise")
+            raise SystemExit("not interrupted")
+        except Interrupted:
+            pass
+        resumed, reference = train(backup, atomic=True), train()
+        assert resumed["epochs_run"] == 3, resumed["epochs_run"]
+        for key in ("warmup_step", "beta", "iterations", "pruning_step",
+                    "mask_zeros"):
+            assert resumed[key] == reference[key], key
+        for a, b in zip(resumed["weights"], reference["weights"]):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        print("RESUMED", resumed["test_elbo"], reference["test_elbo"])
+        """
+    )
+    assert "RESUMED" in output
+
+
+def tiny_model():
+    model = keras_vae.models.mlp_vae((8, 8, 1), latent_dim=2,
+                                     hidden_units=(8,), seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    return model
+
+
+def test_corrupted_atomic_checkpoint_is_refused_naming_the_file(tmp_path, digits):
+    (x, _), _ = digits
+    backup_dir = tmp_path / "backup"
+    model = tiny_model()
+    model.fit(x[:64], epochs=1, batch_size=32, verbose=0,
+              callbacks=[AtomicBackupAndRestore(str(backup_dir),
+                                                delete_checkpoint=False)])
+    metadata = json.loads((backup_dir / "training_metadata.json").read_text())
+    checkpoint = backup_dir / metadata["weights"]
+    data = bytearray(checkpoint.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    checkpoint.write_bytes(bytes(data))
+    FAULTS.extend(["checkpoint byte flipped", "checkpoint metadata garbled"])
+    with pytest.raises(ValueError, match="SHA-256") as info:
+        tiny_model().fit(
+            x[:64], epochs=2, batch_size=32, verbose=0,
+            callbacks=[AtomicBackupAndRestore(str(backup_dir))],
+        )
+    assert str(checkpoint) in str(info.value)
+    # Unreadable metadata is refused the same way.
+    (backup_dir / "training_metadata.json").write_text("{not json")
+    with pytest.raises(ValueError, match="training_metadata.json"):
+        tiny_model().fit(
+            x[:64], epochs=2, batch_size=32, verbose=0,
+            callbacks=[AtomicBackupAndRestore(str(backup_dir))],
+        )
+
+
+def test_atomic_backup_restores_the_sampling_seed_state(tmp_path, digits):
+    (x, _), _ = digits
+    backup_dir = tmp_path / "backup"
+    first = tiny_model()
+    first.fit(x[:64], epochs=2, batch_size=32, verbose=0,
+              callbacks=[AtomicBackupAndRestore(str(backup_dir),
+                                                delete_checkpoint=False)])
+    second = tiny_model()
+    # epochs=2 with a checkpoint at epoch 2: nothing to train, state loaded.
+    second.fit(x[:64], epochs=2, batch_size=32, verbose=0,
+               callbacks=[AtomicBackupAndRestore(str(backup_dir))])
+    for a, b in zip(first.get_weights(), second.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    state = [
+        keras.ops.convert_to_numpy(model.seed_generator.state)
+        for model in (first, second)
+    ]
+    np.testing.assert_array_equal(state[0], state[1])
+    assert int(keras.ops.convert_to_numpy(second.optimizer.iterations)) == 4
+    # The callback deletes its directory after a run that finished.
+    assert not backup_dir.exists()
