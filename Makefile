@@ -20,8 +20,10 @@ demo: $(VENV)/.base-installed
 	$(PY) -m keras_vae demo --output-dir runs/demo --overwrite
 
 # pytest exits 5 when it collects no test: that is a failure, not a pass.
+# Two workers (pytest-xdist): the suite is mostly single-threaded tracing
+# and subprocess start-up, so it uses both cores of a 2-core runner.
 test: $(VENV)/.test-installed
-	$(PY) -m pytest -q; status=$$?; \
+	$(PY) -m pytest -q -n 2 --dist loadfile; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; \
 	exit $$status
 
