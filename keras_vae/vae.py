@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_vae import _validation, likelihoods, priors
+from keras_vae import _fused_training, _validation, likelihoods, priors
 
 # exp(log_var) stays a normal float32 number inside this range, whatever the
 # encoder outputs, so no input can produce inf or NaN in the KL term.
@@ -590,15 +590,43 @@ class VAE(keras.Model):
             jit = planned is None or planned >= XLA_MIN_STEPS
             changed |= jit != self.jit_compile
             self.jit_compile = jit
+        # Numpy input under both "auto" settings: the TensorFlow backend
+        # fuses each execution's steps into one XLA computation.
+        fused_batch_size = None
+        if (getattr(self, "_auto_steps_per_execution", False)
+                and getattr(self, "_auto_jit_compile", False)
+                and isinstance(x, np.ndarray)):
+            fused_batch_size = int(options.get("batch_size") or 32)
+        changed |= fused_batch_size != getattr(self, "_fused_batch_size", None)
+        self._fused_batch_size = fused_batch_size
         if changed:
             self.train_function = None
             self.test_function = None
             self.predict_function = None
 
+    def make_train_function(self, force=False):
+        if self.train_function is not None and not force:
+            return self.train_function
+        super().make_train_function(force=True)
+        if _fused_training.fused_training_supported(self):
+            self.train_function = _fused_training.make_fused_train_function(
+                self, self._fused_batch_size, fallback=self.train_function
+            )
+        return self.train_function
+
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
         self._check_batch_size(args, kwargs)
         x = self._validate_fit_data(x, "x")
         self._choose_execution(x, args, kwargs)
+        if (_fused_training.fused_training_supported(self)
+                and _fused_training.can_use_in_memory_dataset(
+                    x, y, args, kwargs)):
+            x = _fused_training.in_memory_dataset(
+                x, self._fused_batch_size, kwargs.pop("shuffle", True)
+            )
+            kwargs.pop("batch_size", None)
+            # The dataset shuffles itself; Keras warns on shuffle=True.
+            kwargs["shuffle"] = False
         if isinstance(validation_data, np.ndarray):
             validation_data = self._validate_fit_data(
                 validation_data, "validation_data"
