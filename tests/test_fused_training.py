@@ -150,3 +150,28 @@ def test_in_memory_dataset_covers_every_example_once_per_epoch():
     in_order = _fused_training.in_memory_dataset(x, 4, shuffle=False)
     assert np.concatenate([b[0].numpy() for b in in_order]).ravel().tolist() \
         == list(range(10))
+
+
+def test_quantization_aware_model_trains_the_same_on_the_fused_path(
+        always_xla):
+    from keras_vae.compression import quantize_aware
+
+    x = _data(512)
+    results = {}
+    for name, compile_kwargs, data in (
+        ("fused", {}, x),
+        ("keras", dict(jit_compile=True, steps_per_execution=32),
+         _fused_training.in_memory_dataset(x, 64, shuffle=False)),
+    ):
+        keras.utils.set_random_seed(0)
+        qat = quantize_aware(keras_vae.models.mlp_vae(
+            (8, 8, 1), latent_dim=2, hidden_units=(16,), seed=0))
+        qat.compile(optimizer="adam", **compile_kwargs)
+        kwargs = {"batch_size": 64} if name == "fused" else {}
+        qat.fit(data, epochs=2, shuffle=False, verbose=0, **kwargs)
+        fused = "make_fused_train_function" in qat.train_function.__qualname__
+        assert fused == (name == "fused")
+        # Weights and the observed activation ranges (non-trainable).
+        results[name] = [keras.ops.convert_to_numpy(v) for v in qat.weights]
+    for a, b in zip(results["fused"], results["keras"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
