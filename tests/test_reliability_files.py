@@ -8,7 +8,6 @@ TensorFlow-free runtime `export/litert_vae.py`. Writers never leave a
 partial file and never replace one without `overwrite=True`.
 """
 
-import json
 import os
 import sys
 
@@ -22,6 +21,7 @@ from keras_vae.export import to_tflite, verify
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "export"))
 from litert_vae import LiteRTVAE  # noqa: E402
+import reliability_log  # noqa: E402
 
 
 MODULE = "files"
@@ -32,12 +32,7 @@ FAULTS = []
 @pytest.fixture(scope="module", autouse=True)
 def report_faults():
     yield
-    print(f"\nreliability {MODULE}: {len(FAULTS)} faults injected")
-    log = os.environ.get("KERAS_VAE_RELIABILITY_LOG")
-    if log:
-        with open(log, "a") as handle:
-            handle.write(json.dumps({"module": MODULE,
-                                     "faults": len(FAULTS)}) + "\n")
+    reliability_log.report(MODULE, faults=len(FAULTS))
 
 
 def small_vae():

@@ -11,7 +11,6 @@ with the `/ 255` fix in the message. Examples are bounded
 (`max_examples`, `deadline=None`) so the module stays well under 2 min.
 """
 
-import json
 import os
 import sys
 
@@ -26,6 +25,7 @@ from keras_vae.export import to_tflite, verify
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "export"))
 from litert_vae import LiteRTVAE  # noqa: E402
+import reliability_log  # noqa: E402
 
 SHAPE = (8, 8, 1)
 LATENT = 2
@@ -56,10 +56,7 @@ def report_counts():
     accepted = {entry: len(keys) for entry, keys in ACCEPTED.items()}
     print(f"\nreliability inputs: distinct bad inputs {counts}; "
           f"valid inputs {accepted}")
-    log = os.environ.get("KERAS_VAE_RELIABILITY_LOG")
-    if log:
-        with open(log, "a") as handle:
-            handle.write(json.dumps({"module": "inputs", "bad_inputs": counts}) + "\n")
+    reliability_log.report("inputs", bad_inputs=counts)
 
 
 @st.composite

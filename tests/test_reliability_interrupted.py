@@ -35,6 +35,7 @@ from keras_vae.compression import (
 )
 from keras_vae.faults import AtomicBackupAndRestore
 from backend_runner import run_with_backend
+import reliability_log
 
 MODULE = "interrupted"
 # Faults injected (damaged files, failing writers), reported by the module.
@@ -44,12 +45,7 @@ FAULTS = []
 @pytest.fixture(scope="module", autouse=True)
 def report_faults():
     yield
-    print(f"\nreliability {MODULE}: {len(FAULTS)} faults injected")
-    log = os.environ.get("KERAS_VAE_RELIABILITY_LOG")
-    if log:
-        with open(log, "a") as handle:
-            handle.write(json.dumps({"module": MODULE,
-                                     "faults": len(FAULTS)}) + "\n")
+    reliability_log.report(MODULE, faults=len(FAULTS))
 
 
 class Killer(keras.callbacks.Callback):

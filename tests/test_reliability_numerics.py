@@ -5,8 +5,6 @@ first non-finite step with an error naming the step and the term, and the
 weights from before that step are kept.
 """
 
-import json
-import os
 
 import keras
 import numpy as np
@@ -16,6 +14,7 @@ import tensorflow as tf
 import keras_vae
 from keras_vae.faults import NonFiniteLossError, StopOnNonFinite
 from backend_runner import run_with_backend
+import reliability_log
 
 EXTREME_LOGITS = [-1e30, -1e6, -88.0, -20.0, 0.0, 20.0, 88.0, 1e6, 1e30]
 # Faults injected, by kind (reported by the module).
@@ -25,12 +24,7 @@ FAULTS = []
 @pytest.fixture(scope="module", autouse=True)
 def report_faults():
     yield
-    print(f"\nreliability numerics: {len(FAULTS)} faults injected")
-    log = os.environ.get("KERAS_VAE_RELIABILITY_LOG")
-    if log:
-        with open(log, "a") as handle:
-            handle.write(json.dumps({"module": "numerics",
-                                     "faults": len(FAULTS)}) + "\n")
+    reliability_log.report("numerics", faults=len(FAULTS))
 
 
 def small_vae(likelihood="bernoulli", seed=1):
