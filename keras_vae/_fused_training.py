@@ -34,6 +34,9 @@ def fused_training_supported(model):
         and bool(model.jit_compile)
         and int(model.steps_per_execution) > 1
         and getattr(model, "_fused_batch_size", None) is not None
+        # A model built or trained under a `tf.distribute` strategy keeps
+        # Keras' loop, which distributes the steps over the replicas.
+        and getattr(model, "_distribute_strategy", None) is None
         and not tf.distribute.has_strategy()
     )
 

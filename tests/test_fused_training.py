@@ -175,3 +175,16 @@ def test_quantization_aware_model_trains_the_same_on_the_fused_path(
         results[name] = [keras.ops.convert_to_numpy(v) for v in qat.weights]
     for a, b in zip(results["fused"], results["keras"]):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_distribution_strategy_keeps_keras_loop(always_xla):
+    import tensorflow as tf
+
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    with strategy.scope():
+        model = _model()
+    model.fit(_data(256), epochs=1, batch_size=64, verbose=0)
+    assert int(model.optimizer.iterations) == 4
+    assert "make_fused_train_function" not in (
+        model.train_function.__qualname__
+    )
