@@ -228,22 +228,11 @@ class CVAE(VAE):
         """
         data, labels = self._split(x)
         z_mean, z_log_var = self._conditional_posterior(data, labels, training)
-        noise = keras.random.normal(
-            ops.shape(z_mean),
-            seed=self.seed_generator if seed is None else seed,
+        return self._elbo_terms(
+            data, z_mean, z_log_var,
+            lambda z: self._conditional_decoder(z, labels, training=training),
+            seed,
         )
-        z = z_mean + ops.exp(0.5 * z_log_var) * noise
-        params = self._conditional_decoder(z, labels, training=training)
-        reconstruction = self.likelihood.negative_log_prob(data, params)
-        kl_per_dim = ops.cast(self.prior.kl(z_mean, z_log_var, z), "float32")
-        return {
-            "reconstruction": reconstruction,
-            "kl": ops.sum(kl_per_dim, axis=-1),
-            "kl_per_dim": kl_per_dim,
-            "z_mean": z_mean,
-            "z_log_var": z_log_var,
-            "z": z,
-        }
 
     # ------------------------------------------ validated entry points
     def _pair_from_arguments(self, x, y, name):

@@ -254,13 +254,20 @@ class VAE(keras.Model):
         `z_log_var` and `z`.
         """
         z_mean, z_log_var = self._posterior(x, training=training)
+        return self._elbo_terms(
+            x, z_mean, z_log_var,
+            lambda z: self.decoder(z, training=training), seed,
+        )
+
+    def _elbo_terms(self, x, z_mean, z_log_var, decode, seed=None):
+        """The terms of `compute_terms` from the posterior and a decoder."""
         noise = keras.random.normal(
             ops.shape(z_mean),
             dtype=z_mean.dtype,  # bfloat16/float16 under mixed precision
             seed=self.seed_generator if seed is None else seed,
         )
         z = z_mean + ops.exp(0.5 * z_log_var) * noise
-        params = self.decoder(z, training=training)
+        params = decode(z)
         reconstruction = self.likelihood.negative_log_prob(x, params)
         kl_per_dim = ops.cast(self.prior.kl(z_mean, z_log_var, z), "float32")
         return {
