@@ -18,13 +18,18 @@ REPO_DIR = os.path.dirname(BENCH_DIR)
 
 
 def summary(values):
-    """`{"min", "median", "max", "n"}` of a list of numbers."""
+    """`{"min", "median", "max", "n", "values"}` of a list of numbers.
+
+    `values` keeps the order given (one per round), so two candidates
+    timed in the same rounds can be compared round by round.
+    """
     values = [float(v) for v in values]
     return {
         "min": min(values),
         "median": statistics.median(values),
         "max": max(values),
         "n": len(values),
+        "values": values,
     }
 
 

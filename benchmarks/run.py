@@ -23,6 +23,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common  # noqa: E402
+import cpu_peak  # noqa: E402
 import infer_speed  # noqa: E402
 import memory  # noqa: E402
 import scaling  # noqa: E402
@@ -52,7 +53,7 @@ def settings(quick):
     return {"epochs": train_speed.DEFAULT_EPOCHS, "repeats": 3,
             "train_size": None, "candidates": list(train_speed.CANDIDATES),
             "options": list(train_speed.OPTIONAL_CANDIDATES),
-            "infer_threads": [1, 2], "infer_rounds": 3, "infer_epochs": 2,
+            "infer_threads": [1, 2], "infer_rounds": 5, "infer_epochs": 2,
             "memory_epochs": 3, "scaling_epochs": 3,
             "scaling_sizes": scaling.SIZES,
             "scaling_batches": scaling.BATCH_SIZES, "profile": True}
@@ -277,6 +278,7 @@ _INFER_LABELS = {
     "tflite_pruned_int8": "LiteRT pruned 80% (1x16) + int8",
     "tflite_plain_int8": "plain `model.export(format=\"litert\")` int8",
     "torch_eager": "PyTorch eager",
+    "torch_int8_fbgemm": "PyTorch int8 `Linear` (fbgemm), speed reference",
 }
 
 
@@ -309,18 +311,26 @@ def _infer_markdown(infer):
                 f"{_mmm(row['throughput_per_s'])} |")
         lines.append("")
         targets = block["targets"]
+
+        def spread(name, fmt="{:.2f}"):
+            low, high = targets.get(name + "_range", [targets[name]] * 2)
+            return f"{fmt.format(low)}-{fmt.format(high)}"
+
         if "int8_vs_float32_batch1" in targets:
             b1, b256 = (targets["int8_vs_float32_batch1"],
                         targets["int8_vs_float32_batch256"])
             lines.append(
-                f"- int8 vs float32 LiteRT: {b1:.2f}x at batch 1, "
-                f"{b256:.2f}x at batch 256 (target >= "
+                f"- int8 vs float32 LiteRT: {b1:.2f}x at batch 1 "
+                f"({spread('int8_vs_float32_batch1')}x over rounds), "
+                f"{b256:.2f}x at batch 256 "
+                f"({spread('int8_vs_float32_batch256')}x) (target >= "
                 f"{TARGETS['int8_vs_float32']:.0f}x: "
                 f"{_verdict(min(b1, b256) >= TARGETS['int8_vs_float32'])}).")
         if "int8_vs_torch_batch1" in targets:
             value = targets["int8_vs_torch_batch1"]
             lines.append(
-                f"- int8 vs PyTorch eager at batch 1: {value:.1f}x (target "
+                f"- int8 vs PyTorch eager at batch 1: {value:.1f}x "
+                f"({spread('int8_vs_torch_batch1', '{:.1f}')}x) (target "
                 f">= {TARGETS['int8_vs_torch_batch1']:.0f}x: "
                 f"{_verdict(value >= TARGETS['int8_vs_torch_batch1'])}).")
         if "int8_slowdown_vs_plain_batch1_pct" in targets:
@@ -329,17 +339,69 @@ def _infer_markdown(infer):
             limit = TARGETS["int8_slowdown_vs_plain_pct"]
             lines.append(
                 f"- int8 vs the plain int8 export: {b1:+.1f}% time at batch "
-                f"1, {b256:+.1f}% at batch 256 (target <= +{limit:.0f}%: "
+                f"1 ({spread('int8_slowdown_vs_plain_batch1_pct', '{:+.1f}')}"
+                f"%), {b256:+.1f}% at batch 256 "
+                f"({spread('int8_slowdown_vs_plain_batch256_pct', '{:+.1f}')}"
+                f"%) (target <= +{limit:.0f}%: "
                 f"{_verdict(max(b1, b256) <= limit)}).")
+        peak = ("the measured ceiling below (the densest int8 multiply, "
+                "`vpmaddubsw`, all cores at once)"
+                if targets.get("int8_peak_measured") else
+                "cores x clock x int8 multiply-adds per cycle (64 with AVX2, "
+                "128 with AVX-512 VNNI) x 2, nominal")
         lines.append(
             f"- int8 batch 256: {targets['int8_batch256_ops_per_s'] / 1e9:.1f}"
             f" int8 GOP/s = {100 * targets['int8_batch256_fraction_of_peak']:.1f}"
             f"% of this CPU's int8 peak with {threads} core(s) "
             f"({targets['int8_peak_ops_per_s'] / 1e9:.0f} GOP/s: "
             f"{prepared['macs_per_image']:,} multiply-adds per image; peak = "
-            "cores x clock x int8 multiply-adds per cycle (64 with AVX2, 128 "
-            "with AVX-512 VNNI) x 2).")
+            f"{peak}).")
+        if "int8_needed_for_3x_over_best_int8_ceiling" in targets:
+            fbgemm = targets.get("torch_int8_fraction_of_int8_ceiling")
+            lines.append(
+                "- float32 LiteRT at batch 256 runs at "
+                f"{100 * targets['float32_batch256_fraction_of_fma_ceiling']:.0f}"
+                "% of the measured float32 FMA ceiling. 3x its throughput in "
+                "int8 would need an int8 kernel running at "
+                f"{100 * targets['int8_needed_for_3x_over_best_int8_ceiling']:.0f}"
+                "% of the densest int8 multiply-add rate these cores retire "
+                "(register-only, no loads); LiteRT's int8 kernels (XNNPACK) "
+                "ran at "
+                f"{100 * targets['int8_batch256_fraction_of_peak']:.0f}%"
+                + (f", PyTorch's fbgemm at {100 * fbgemm:.0f}%" if fbgemm
+                   else "") + ".")
         lines.append("")
+    lines += _ceilings_markdown(infer.get("cpu_peak"))
+    return lines
+
+
+def _ceilings_markdown(ceilings):
+    if not ceilings:
+        return []
+    lines = ["#### Arithmetic ceilings of this CPU (measured)", ""]
+    if "error" in ceilings:
+        return lines + [f"Not measured: {ceilings['error']}.", ""]
+    lines += [
+        "Register-only loops of the instructions float32 and int8 matrix "
+        "multiplies are made of on AVX2 (`benchmarks/cpu_peak.c`, one copy "
+        "per core at once, best of 5): no GEMM on these cores can beat "
+        "them. GMAC/s = 10^9 multiply-adds per second.",
+        "",
+        "| instruction sequence | "
+        + " | ".join(f"{t} core(s) GMAC/s" for t in ceilings["per_threads"])
+        + " |",
+        "|---|" + "---|" * len(ceilings["per_threads"]),
+    ]
+    for kernel, label in cpu_peak.LABELS.items():
+        lines.append(f"| {label} | " + " | ".join(
+            f"{rates[kernel] / 1e9:.1f}"
+            for rates in ceilings["per_threads"].values()) + " |")
+    one = next(iter(ceilings["per_threads"].values()))
+    lines += ["", f"- The densest int8 sequence retires "
+              f"{one['maddubs_u8s8'] / one['fma_f32']:.2f}x the float32 "
+              "multiply-adds of the FMA units, so a compute-bound int8 "
+              "matmul can be at most that much faster than a float32 one "
+              "that runs at the FMA ceiling.", ""]
     return lines
 
 

@@ -8,6 +8,8 @@ and renders the Markdown report and the scaling plot.
 import json
 import math
 import os
+import platform
+import shutil
 import subprocess
 import sys
 
@@ -19,6 +21,7 @@ BENCH_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)),
 sys.path.insert(0, BENCH_DIR)
 
 import _common  # noqa: E402
+import cpu_peak  # noqa: E402
 import infer_speed  # noqa: E402
 import memory  # noqa: E402
 import run as bench_run  # noqa: E402
@@ -140,6 +143,65 @@ def test_inference_ratios_follow_the_export_targets():
         4e5 * 2000 / (2.0 * 64 * 2000e6))
 
 
+def test_speed_ratios_are_taken_round_by_round():
+    stats = _common.summary
+    # Round 2 is slow for both candidates (load); its own ratio is still 4.
+    table = {
+        "tflite_float32": {"latency_median_us": stats([30.0, 90.0, 33.0]),
+                           "throughput_per_s": stats([1e5, 0.5e5, 1e5])},
+        "tflite_int8": {"latency_median_us": stats([10.0, 22.5, 10.0]),
+                        "throughput_per_s": stats([2e5, 1e5, 2.2e5])},
+    }
+    targets = infer_speed.ratios(table, 1000, 1, {"cpu_flags": ["avx2"],
+                                                  "cpu_mhz": 2000.0})
+    assert targets["int8_vs_float32_batch1"] == pytest.approx(3.3)
+    assert targets["int8_vs_float32_batch1_range"] == pytest.approx([3.0, 4.0])
+    assert targets["int8_vs_float32_batch256"] == pytest.approx(2.0)
+    assert targets["int8_vs_float32_batch256_range"] == pytest.approx([2.0, 2.2])
+    # The ratio of the medians (30 / 10 = 3.0) is not what is reported.
+    assert targets["int8_vs_float32_batch1"] != pytest.approx(3.0)
+
+
+def test_int8_peak_is_the_measured_ceiling_when_there_is_one():
+    table, _ = _fake_infer()
+    ceilings = {"per_threads": {"1": {"fma_f32": 40e9, "madd_s16": 60e9,
+                                      "maddubs_u8s8": 80e9}}}
+    targets = infer_speed.ratios(table, 1000, 1, {"cpu_flags": ["avx2"],
+                                                  "cpu_mhz": 2000.0},
+                                 ceilings=ceilings)
+    assert targets["int8_peak_measured"] is True
+    assert targets["int8_peak_ops_per_s"] == pytest.approx(160e9)
+    assert targets["int8_batch256_fraction_of_peak"] == pytest.approx(
+        4e5 * 1000 * 2 / 160e9)
+    # float32 at 1e5 images/s x 1000 MACs = 1e8 MAC/s of a 40e9 ceiling;
+    # 3x in int8 asks 3e8 of the 80e9 int8 ceiling.
+    assert targets["float32_batch256_fraction_of_fma_ceiling"] == (
+        pytest.approx(1e8 / 40e9))
+    assert targets["int8_needed_for_3x_over_best_int8_ceiling"] == (
+        pytest.approx(3e8 / 80e9))
+    markdown = "\n".join(bench_run._ceilings_markdown(ceilings))
+    assert "| float32 `vfmadd231ps`" in markdown and "| 40.0 |" in markdown
+    assert "retires 2.00x the float32" in markdown
+    assert "Not measured: RuntimeError: no C compiler" in "\n".join(
+        bench_run._ceilings_markdown({"error": "RuntimeError: no C compiler"}))
+
+
+@pytest.mark.skipif(
+    not (shutil.which("cc") or shutil.which("gcc"))
+    or platform.machine().lower() not in ("x86_64", "amd64")
+    or "avx2" not in (_common.machine_info().get("cpu_flags") or []),
+    reason="the ceiling loops need a C compiler and an x86-64 AVX2 CPU")
+def test_cpu_ceilings_are_measured_and_ordered():
+    result = cpu_peak.measure(threads=(1,))
+    assert "error" not in result, result
+    rates = result["per_threads"]["1"]
+    assert set(rates) == set(cpu_peak.KERNELS)
+    # Any AVX2 core retires more than 1 GMAC/s of each, and `vpmaddubsw`
+    # (32 multiply-adds) out-multiplies the 8-lane float FMA.
+    assert min(rates.values()) > 1e9, rates
+    assert rates["maddubs_u8s8"] > rates["fma_f32"], rates
+
+
 def test_markdown_report_and_plot_come_from_the_results(train_records,
                                                         tmp_path):
     table, targets = _fake_infer()
@@ -170,7 +232,8 @@ def test_markdown_report_and_plot_come_from_the_results(train_records,
     assert "keras-vae vs (a) Keras example" in markdown
     if _torch_installed():
         assert "keras-vae vs (b) PyTorch eager" in markdown
-    assert "int8 vs float32 LiteRT: 4.29x at batch 1, 4.00x" in markdown
+    assert ("int8 vs float32 LiteRT: 4.29x at batch 1 (4.29-4.29x over "
+            "rounds), 4.00x at batch 256") in markdown
     assert "failed: TypeError: dtype" in markdown
     assert "| LiteRT runtime" in markdown
     png = scaling.plot(results["scaling"], str(tmp_path / "scaling.png"))
