@@ -28,7 +28,6 @@ same round) and summarised as median (min-max) over rounds.
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -189,20 +188,6 @@ def interleaved(candidates, cycles, throughput_cycles, block=25, warmup=5,
     }
 
 
-def _prepared_batches(runtime, signature, seed=0):
-    """`make(n)`: random inputs in the signature's input dtype, resized."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    shape = tuple(1 if d < 0 else d for d in signature.input_shape[1:])
-
-    def make(size):
-        value = rng.uniform(0.0, 1.0, (size, *shape)).astype(np.float32)
-        return signature._prepare(value)
-
-    return make
-
-
 def _runtime():
     """The TensorFlow-free runtime `export/litert_vae.py` as a module."""
     sys.path.insert(0, os.path.join(_common.REPO_DIR, "export"))
@@ -239,18 +224,24 @@ def measure(paths, threads, rounds=3, runs=1000, keras_runs=200,
     model = keras.saving.load_model(paths["keras"])
     t1, t256 = tf.constant(x1), tf.constant(x256)
 
-    candidates = {}
-
     def keras_call(value):
         return model(value, training=False).numpy()
 
-    candidates["keras_call"] = (keras_call, t1, t256, keras_runs)
-    candidates["keras_predict_on_batch"] = (model.predict_on_batch, x1, x256,
-                                            keras_runs)
+    # Slow candidates are timed one after the other, with their own call
+    # counts; fast ones (< 1 ms per batch-1 call) side by side.
+    slow = {
+        "keras_call": (keras_call, t1, t256, keras_runs),
+        "keras_predict_on_batch": (model.predict_on_batch, x1, x256,
+                                   keras_runs),
+    }
+    fast = {}
+    runtime = _runtime()
     for kind in TFLITE_KINDS:
         if kind in paths:
-            candidates[f"tflite_{kind}"] = ("litert", _litert_signature(
-                paths[kind], threads))
+            signature = _litert_signature(paths[kind], threads)
+            make = runtime.random_inputs(signature)
+            fast[f"tflite_{kind}"] = (signature.run_raw, make(1),
+                                      make(THROUGHPUT_BATCH))
 
     torch = train_speed.ensure_torch()
     torch.set_num_threads(threads)
@@ -261,29 +252,18 @@ def measure(paths, threads, rounds=3, runs=1000, keras_runs=200,
         with torch.inference_mode():
             return torch_model(torch.from_numpy(value)).numpy()
 
-    candidates["torch_eager"] = (torch_call, x1, x256, runs // 2)
+    fast["torch_eager"] = (torch_call, x1, x256)
     torch_int8 = build_torch_int8(torch, torch_model, x256)
     if torch_int8 is not None:
-        candidates["torch_int8_fbgemm"] = (torch_int8, x1, x256, runs // 2)
+        fast["torch_int8_fbgemm"] = (torch_int8, x1, x256)
 
-    results = {name: [] for name in candidates}
-    runtime = _runtime()
-    fast = {}
-    for name, spec in candidates.items():
-        if spec[0] == "litert":
-            signature = spec[1]
-            make = _prepared_batches(runtime, signature)
-            fast[name] = (signature.run_raw, make(1), make(THROUGHPUT_BATCH))
-        elif name.startswith("torch"):
-            fast[name] = spec[:3]
+    results = {name: [] for name in [*slow, *fast]}
     for _ in range(rounds):
-        rows = interleaved(fast, cycles=max(2, runs // 25),
-                           throughput_cycles=max(2, throughput_runs // 10))
-        for name in candidates:
-            if name in rows:
-                results[name].append(rows[name])
-                continue
-            fn, small, large, n = candidates[name]
+        for name, row in interleaved(
+                fast, cycles=max(2, runs // 25),
+                throughput_cycles=max(2, throughput_runs // 10)).items():
+            results[name].append(row)
+        for name, (fn, small, large, n) in slow.items():
             median, p95 = _latency(fn, small, n)
             results[name].append({
                 "latency_median_us": median, "latency_p95_us": p95,
@@ -378,13 +358,9 @@ def _per_round(table, numerator, denominator, key):
     round's ratio compares them under the same load; the median over
     rounds is the figure, min-max its spread.
     """
-    top = table[numerator][key].get("values") or [
-        table[numerator][key]["median"]]
-    bottom = table[denominator][key].get("values") or [
-        table[denominator][key]["median"]]
-    if len(top) != len(bottom):
-        top, bottom = [statistics.median(top)], [statistics.median(bottom)]
-    return _common.summary([a / b for a, b in zip(top, bottom)])
+    top = table[numerator][key]["values"]
+    bottom = table[denominator][key]["values"]
+    return _common.summary([a / b for a, b in zip(top, bottom, strict=True)])
 
 
 def ratios(table, macs_per_image, threads, info=None, ceilings=None):
@@ -422,13 +398,12 @@ def ratios(table, macs_per_image, threads, info=None, ceilings=None):
             _per_round(table, "tflite_plain_int8", "tflite_int8", throughput),
             100.0, -100.0)
     int8_tp = med("tflite_int8", throughput)
+    rates = (ceilings or {}).get("per_threads", {}).get(str(threads))
     out["int8_batch256_ops_per_s"] = int8_tp * 2.0 * macs_per_image
     out["int8_peak_ops_per_s"] = int8_peak_ops(threads, info, ceilings)
-    out["int8_peak_measured"] = bool(
-        (ceilings or {}).get("per_threads", {}).get(str(threads)))
+    out["int8_peak_measured"] = bool(rates)
     out["int8_batch256_fraction_of_peak"] = (
         out["int8_batch256_ops_per_s"] / out["int8_peak_ops_per_s"])
-    rates = (ceilings or {}).get("per_threads", {}).get(str(threads))
     if rates and "tflite_float32" in table:
         float_macs = med("tflite_float32", throughput) * macs_per_image
         out["float32_batch256_fraction_of_fma_ceiling"] = (

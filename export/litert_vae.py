@@ -409,19 +409,30 @@ def benchmark_signature(signature, seed=0, **kwargs):
     Returns:
         dict, see `benchmark_callable`, plus the signature key.
     """
+    # `run_raw` resizes (and reallocates) only when the batch size changes.
+    result = benchmark_callable(signature.run_raw,
+                                random_inputs(signature, seed), **kwargs)
+    return {"signature": signature.key, **result}
+
+
+def random_inputs(signature, seed=0):
+    """`make(n)`: n random inputs for `signature`, in its input dtype.
+
+    Images are uniform in [0, 1], latent codes standard normal; the
+    result is what `Signature.run_raw` takes (already quantized for an
+    int8-input file).
+    """
     rng = np.random.default_rng(seed)
     shape = tuple(1 if d < 0 else d for d in signature.input_shape[1:])
 
-    def make_batch(size):
+    def make(size):
         if signature.input_name == "z":
             value = rng.standard_normal((size, *shape))
         else:
             value = rng.uniform(0.0, 1.0, (size, *shape))
         return signature._prepare(value.astype(np.float32))
 
-    # `run_raw` resizes (and reallocates) only when the batch size changes.
-    result = benchmark_callable(signature.run_raw, make_batch, **kwargs)
-    return {"signature": signature.key, **result}
+    return make
 
 
 def _save(path, arrays):
