@@ -34,14 +34,14 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import keras_vae  # noqa: E402
-from keras_vae import compression  # noqa: E402
-from keras_vae.export import to_tflite, verify  # noqa: E402
+import keras_vae
+from keras_vae import compression
+from keras_vae.export import to_tflite, verify
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BATCH = 128

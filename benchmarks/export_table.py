@@ -38,11 +38,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # One BLAS thread, so the GEMM reference rate is one core's, like LiteRT's.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-import keras_vae  # noqa: E402
-from keras_vae.export import to_tflite, verify  # noqa: E402
+import keras_vae
+from keras_vae.export import to_tflite, verify
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -137,10 +137,10 @@ def torch_mlp(model):
     encoder, decoder = model.encoder, model.decoder
     relu = torch.nn.ReLU
     layers = [torch.nn.Flatten()]
-    for name in [l.name for l in encoder.layers if l.name.startswith("encoder_dense")]:
+    for name in [layer.name for layer in encoder.layers if layer.name.startswith("encoder_dense")]:
         layers += [linear(name, encoder), relu()]
     layers.append(linear("z_mean", encoder))
-    for name in [l.name for l in decoder.layers if l.name.startswith("decoder_dense")]:
+    for name in [layer.name for layer in decoder.layers if layer.name.startswith("decoder_dense")]:
         layers += [linear(name, decoder), relu()]
     layers += [linear("decoder_output", decoder), torch.nn.Sigmoid(),
                torch.nn.Unflatten(1, tuple(model.input_spec_shape))]
@@ -356,7 +356,7 @@ def markdown(rows, conv_rows, speed_rows, keras_row, context, scaling):
         )
     lines += [
         "",
-        f"How many times faster the keras_vae int8 file is than each other "
+        "How many times faster the keras_vae int8 file is than each other "
         "runtime (above 1: int8 is faster):",
         "",
         "| against | batch 1 wall | batch 1 CPU | batch 256 wall | "

@@ -20,10 +20,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-import keras_vae  # noqa: E402
+import keras_vae
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

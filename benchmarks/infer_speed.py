@@ -34,8 +34,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import _common  # noqa: E402
-import cpu_peak  # noqa: E402
+import _common
+import cpu_peak
 
 TFLITE_KINDS = ("float32", "dynamic", "int8", "pruned_int8", "plain_int8")
 THROUGHPUT_BATCH = 256
@@ -53,8 +53,7 @@ def prepare(directory, epochs=2, prune_epochs=2):
     import tensorflow as tf
 
     import keras_vae
-    from keras_vae.compression import (ConstantSparsity, PruningCallback,
-                                       strip_pruning)
+    from keras_vae.compression import ConstantSparsity, PruningCallback, strip_pruning
     from keras_vae.export import to_tflite
 
     (x_train, _), _ = keras_vae.datasets.load("mnist5k")
@@ -214,9 +213,9 @@ def measure(paths, threads, rounds=3, runs=1000, keras_runs=200,
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     import keras
+    import train_speed
 
     import keras_vae  # noqa: F401  (registers the classes to load)
-    import train_speed
 
     rng = np.random.default_rng(0)
     x1 = rng.uniform(size=(1, 28, 28, 1)).astype("float32")

@@ -22,12 +22,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import _common  # noqa: E402
-import cpu_peak  # noqa: E402
-import infer_speed  # noqa: E402
-import memory  # noqa: E402
-import scaling  # noqa: E402
-import train_speed  # noqa: E402
+import _common
+import cpu_peak
+import infer_speed
+import memory
+import scaling
+import train_speed
 
 # Acceptance targets of the speed issue and of the export issue.
 TARGETS = {
@@ -290,7 +290,7 @@ def _infer_markdown(infer):
         "MLP VAE 784-512-256-16 (files from `keras_vae.export.to_tflite`, "
         "three signatures each, timed on `reconstruct` with "
         "`export/litert_vae.py`). Batch 1: median and p95 latency; batch "
-        f"256: images per second. File sizes: "
+        "256: images per second. File sizes: "
         + ", ".join(f"{k} {v / 1024:.0f} KiB"
                     for k, v in prepared["bytes"].items()) + ".",
         "",
@@ -312,7 +312,7 @@ def _infer_markdown(infer):
         lines.append("")
         targets = block["targets"]
 
-        def spread(name, fmt="{:.2f}"):
+        def spread(name, fmt="{:.2f}", targets=targets):
             low, high = targets.get(name + "_range", [targets[name]] * 2)
             return f"{fmt.format(low)}-{fmt.format(high)}"
 

@@ -21,8 +21,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import _common  # noqa: E402
-import train_speed  # noqa: E402
+import _common
+import train_speed
 
 SIZES = (1000, 2000, 4000, 60000)
 BATCH_SIZES = (32, 64, 128, 256, 512)

@@ -42,7 +42,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import _common  # noqa: E402
+import _common
 
 ARCHITECTURE = {"latent_dim": 16, "hidden_units": (512, 256)}
 BATCH_SIZE = 128
@@ -151,7 +151,7 @@ def _epoch_timer_class():
     return _EpochTimer
 
 
-def EpochTimer():  # noqa: N802 - reads as the callback class it builds
+def EpochTimer():
     """A Keras callback collecting the seconds of every epoch."""
     return _epoch_timer_class()()
 
@@ -261,7 +261,7 @@ def ensure_torch():
     Only the benchmark needs torch; it is never a keras-vae dependency.
     """
     try:
-        import torch  # noqa: F401
+        import torch
     except ImportError:
         import subprocess
 
@@ -494,9 +494,9 @@ def profile_step(rounds=5, calls=20):
     the loss, the Adam update, and the whole step, with and without XLA.
     Returns microseconds per image (min and median over `rounds`).
     """
+    import keras
     import numpy as np
     import tensorflow as tf
-    import keras
 
     import keras_vae
 

@@ -79,7 +79,7 @@ import json
 import keras
 import matplotlib.pyplot as plt
 import numpy as np
-from IPython.display import Image, Markdown, display
+from IPython.display import Markdown, display
 from sklearn import metrics as sk_metrics
 
 import keras_vae

@@ -274,7 +274,7 @@ class LiteRTVAE:
         if "latent_dim" in self.metadata:
             return int(self.metadata["latent_dim"])
         encode = self._signature("encode")
-        for name, index, *_ in encode.outputs:
+        for name, _index, *_ in encode.outputs:
             if name == "z_mean":
                 return int(encode.runner.get_output_details()[name]["shape_signature"][-1])
         raise ValueError(f"Unknown latent size. Received: path={self.path!r}")

@@ -1,9 +1,17 @@
 """keras-vae: variational autoencoders for Keras 3, fast to train and deploy."""
 
-from keras_vae import datasets, likelihoods, models, plotting, priors
-from keras_vae import callbacks, metrics, transfer
-from keras_vae import export
-from keras_vae import faults, io
+from keras_vae import (
+    callbacks,
+    datasets,
+    export,
+    files,
+    likelihoods,
+    metrics,
+    models,
+    plotting,
+    priors,
+    transfer,
+)
 from keras_vae.cvae import CVAE
 from keras_vae.vae import VAE
 
@@ -15,8 +23,7 @@ __all__ = [
     "callbacks",
     "datasets",
     "export",
-    "faults",
-    "io",
+    "files",
     "likelihoods",
     "metrics",
     "models",

@@ -22,6 +22,8 @@ XLA on, more than one step per execution, no distribution strategy).
 
 import keras
 
+from keras_vae import _keras_internals
+
 
 def fused_training_supported(model):
     """True when `fit` can use the fused train function for `model`."""
@@ -36,7 +38,7 @@ def fused_training_supported(model):
         and getattr(model, "_fused_batch_size", None) is not None
         # A model built or trained under a `tf.distribute` strategy keeps
         # Keras' loop, which distributes the steps over the replicas.
-        and getattr(model, "_distribute_strategy", None) is None
+        and _keras_internals.model_distribute_strategy(model) is None
         and not tf.distribute.has_strategy()
     )
 

@@ -1,15 +1,10 @@
 """Conditional VAE: encoder and decoder both see a class label."""
 
-import math
-
 import keras
 import numpy as np
 from keras import ops
 
 from keras_vae import _validation
-from keras_vae.models._heads import check_latent_dim, check_shape
-from keras_vae.models.conv import conv_decoder, conv_encoder
-from keras_vae.models.mlp import mlp_decoder, mlp_encoder
 from keras_vae.vae import LOG_VAR_BOUNDS, VAE
 
 
@@ -148,7 +143,47 @@ class CVAE(VAE):
         x, labels = inputs
         return ops.convert_to_tensor(x), self._one_hot(labels)
 
+    def prepare_labels(self, labels, num_examples, name="labels"):
+        """Validated float32 one-hot labels for `num_examples` examples.
+
+        Args:
+            labels: int (one class for all), integer ids `(n,)` or `(n, 1)`,
+                or one-hot `(n, num_classes)`. Required.
+            num_examples: int. Number of examples the labels go with.
+            name: str. Argument name used in error messages.
+        """
+        return self._check_labels(labels, num_examples, name)
+
     # ------------------------------------------------------ the model
+    def posterior(self, x, labels=None, training=False):
+        """Parameters `(z_mean, z_log_var)` of q(z | x, y) as tensors.
+
+        Args:
+            x: tensor `(batch, *input_shape)`.
+            labels: one-hot labels `(batch, num_classes)` (see
+                `prepare_labels`) or integer ids `(batch,)`.
+            training: bool. Training mode of the encoder's layers.
+        """
+        if labels is None:
+            self._check_labels(None, 0)
+        return self._conditional_posterior(
+            x, self._one_hot(labels), training=training
+        )
+
+    def decoder_params(self, z, labels=None, training=False):
+        """Parameters of p(x | z, y) as a tensor.
+
+        Args:
+            z: tensor `(batch, latent_dim)`.
+            labels: one-hot labels `(batch, num_classes)` or integer ids.
+            training: bool. Training mode of the decoder's layers.
+        """
+        if labels is None:
+            self._check_labels(None, 0)
+        return self._conditional_decoder(
+            z, self._one_hot(labels), training=training
+        )
+
     def _conditional_posterior(self, x, labels, training=False):
         x, labels = ops.convert_to_tensor(x), ops.convert_to_tensor(labels)
         z_mean, z_log_var = self.encoder([x, labels], training=training)
@@ -286,135 +321,3 @@ class CVAE(VAE):
         config = super().get_config()
         config["num_classes"] = self.num_classes
         return config
-
-
-def _label_input(num_classes):
-    return keras.Input(shape=(num_classes,), name="y")
-
-
-def mlp_cvae(
-    input_shape,
-    num_classes,
-    latent_dim=16,
-    hidden_units=(512, 256),
-    likelihood="bernoulli",
-    activation="relu",
-    **vae_kwargs,
-):
-    """Build an MLP conditional VAE; the label joins x and z by concatenation.
-
-    Args:
-        input_shape: tuple of ints. Per-example data shape.
-        num_classes: int. Number of classes.
-        latent_dim: int. Size of the latent code.
-        hidden_units: tuple of ints. Encoder widths (decoder reversed).
-        likelihood: str or `Likelihood`. See `keras_vae.VAE`.
-        activation: str. Hidden activation.
-        **vae_kwargs: passed to `keras_vae.CVAE`.
-
-    Example:
-
-    >>> import keras_vae
-    >>> model = keras_vae.models.mlp_cvae((28, 28, 1), num_classes=10)
-    >>> model.num_classes
-    10
-    """
-    input_shape = _check_any_shape(input_shape)
-    check_latent_dim(latent_dim)
-    num_classes = _validation.check_positive_int(num_classes, "num_classes")
-    hidden_units = tuple(int(units) for units in hidden_units)
-    flat_size = math.prod(input_shape)
-
-    x = keras.Input(shape=input_shape, name="x")
-    y = _label_input(num_classes)
-    flat = keras.layers.Flatten(name="flatten")(x)
-    joined = keras.layers.Concatenate(name="join_label")([flat, y])
-    body = mlp_encoder((flat_size + num_classes,), latent_dim, hidden_units,
-                       activation, name="encoder_body")
-    encoder = keras.Model([x, y], body(joined), name="encoder")
-
-    z = keras.Input(shape=(latent_dim,), name="z")
-    y = _label_input(num_classes)
-    joined = keras.layers.Concatenate(name="join_label")([z, y])
-    body = mlp_decoder(input_shape, latent_dim + num_classes, hidden_units[::-1],
-                       activation, name="decoder_body")
-    decoder = keras.Model([z, y], body(joined), name="decoder")
-    vae_kwargs.setdefault("name", "mlp_cvae")
-    return CVAE(encoder, decoder, num_classes, likelihood=likelihood, **vae_kwargs)
-
-
-def conv_cvae(
-    input_shape,
-    num_classes,
-    latent_dim=16,
-    filters=(32, 64),
-    kernel_size=3,
-    likelihood="bernoulli",
-    activation="relu",
-    decoder_block="transpose",
-    **vae_kwargs,
-):
-    """Build a convolutional conditional VAE for `(height, width, channels)`.
-
-    The encoder sees the label as `num_classes` extra constant channels; the
-    decoder sees `[z, y_one_hot]` concatenated. Same blocks as
-    `keras_vae.models.conv_vae`.
-
-    Args:
-        input_shape: tuple `(height, width, channels)`.
-        num_classes: int. Number of classes.
-        latent_dim: int. Size of the latent code.
-        filters: tuple of ints. Encoder filters (decoder reversed).
-        kernel_size: int. Convolution kernel size.
-        likelihood: str or `Likelihood`. See `keras_vae.VAE`.
-        activation: str. Hidden activation.
-        decoder_block: str. `"transpose"` or `"upsample"`.
-        **vae_kwargs: passed to `keras_vae.CVAE`.
-
-    Example:
-
-    >>> import keras_vae
-    >>> model = keras_vae.models.conv_cvae((28, 28, 1), num_classes=10, latent_dim=8)
-    >>> model.latent_dim
-    8
-    """
-    input_shape = check_shape(input_shape, 3, "conv_cvae (height, width, channels)")
-    check_latent_dim(latent_dim)
-    num_classes = _validation.check_positive_int(num_classes, "num_classes")
-    filters = tuple(int(f) for f in filters)
-    if not filters:
-        raise ValueError(
-            f"Expected at least one filter count. Received: filters={filters!r}"
-        )
-    height, width, channels = input_shape
-
-    x = keras.Input(shape=input_shape, name="x")
-    y = _label_input(num_classes)
-    label_map = keras.layers.Reshape((1, 1, num_classes), name="label_pixel")(y)
-    label_map = keras.layers.UpSampling2D((height, width), name="label_map")(label_map)
-    joined = keras.layers.Concatenate(axis=-1, name="join_label")([x, label_map])
-    body = conv_encoder((height, width, channels + num_classes), latent_dim,
-                        filters, kernel_size, activation, name="encoder_body")
-    encoder = keras.Model([x, y], body(joined), name="encoder")
-
-    z = keras.Input(shape=(latent_dim,), name="z")
-    y = _label_input(num_classes)
-    joined = keras.layers.Concatenate(name="join_label")([z, y])
-    body = conv_decoder(input_shape, latent_dim + num_classes, filters[::-1],
-                        kernel_size, activation, decoder_block, name="decoder_body")
-    decoder = keras.Model([z, y], body(joined), name="decoder")
-    vae_kwargs.setdefault("name", "conv_cvae")
-    return CVAE(encoder, decoder, num_classes, likelihood=likelihood, **vae_kwargs)
-
-
-def _check_any_shape(input_shape):
-    try:
-        shape = tuple(int(d) for d in input_shape)
-    except (TypeError, ValueError):
-        shape = ()
-    if not shape or min(shape) <= 0:
-        raise ValueError(
-            "Expected `input_shape` to be a non-empty tuple of positive ints, "
-            f"e.g. (28, 28, 1). Received: input_shape={input_shape!r}"
-        )
-    return shape

@@ -24,23 +24,12 @@ from keras_vae import _validation
 from keras_vae.priors.base import gaussian_log_density
 
 
-def _is_conditional(model):
-    return hasattr(model, "num_classes")
-
-
 def _prepare(model, x, labels):
     """Validated float32 `x` and, for a CVAE, one-hot labels (else None)."""
     x = _validation.as_float_array(
         x, "x", model.input_spec_shape, model.likelihood
     )
-    if _is_conditional(model):
-        return x, model._check_labels(labels, len(x))
-    if labels is not None:
-        raise ValueError(
-            "`labels` is only used by a conditional model (keras_vae.CVAE). "
-            f"Received: labels of length {len(labels)} for {type(model).__name__}"
-        )
-    return x, None
+    return x, model.prepare_labels(labels, len(x))
 
 
 def _batches(x, labels, batch_size):
@@ -58,18 +47,6 @@ def _seed_generator(seed):
     if seed is None or isinstance(seed, keras.random.SeedGenerator):
         return seed
     return keras.random.SeedGenerator(int(seed))
-
-
-def _posterior(model, x, labels):
-    if labels is None:
-        return model._posterior(x)
-    return model._conditional_posterior(x, labels)
-
-
-def _decoder_params(model, z, labels):
-    if labels is None:
-        return model.decoder(z)
-    return model._conditional_decoder(z, labels)
 
 
 def _to_numpy(value):
@@ -160,7 +137,7 @@ def iwae_nll(
     results = []
     for x_batch, label_batch in _batches(x, labels, batch_size):
         size = len(x_batch)
-        z_mean, z_log_var = _posterior(model, x_batch, label_batch)
+        z_mean, z_log_var = model.posterior(x_batch, label_batch)
         chunk = max(1, min(num_samples, max_rows // size))
         log_weights = []
         done = 0
@@ -177,7 +154,7 @@ def iwae_nll(
                 None if label_batch is None
                 else ops.repeat(label_batch, k, axis=0)
             )
-            params = _decoder_params(model, z, label_rep)
+            params = model.decoder_params(z, label_rep)
             log_px_z = -model.likelihood.negative_log_prob(x_rep, params)
             log_pz = model.prior.log_prob(z)
             log_qz = ops.sum(gaussian_log_density(z, mean, log_var), axis=-1)
@@ -204,7 +181,7 @@ def posterior_mean_variance(model, x, labels=None, batch_size=500):
     """Variance over the data of each latent's posterior mean, `(latent,)`."""
     x, labels = _prepare(model, x, labels)
     means = [
-        _to_numpy(_posterior(model, x_batch, label_batch)[0])
+        _to_numpy(model.posterior(x_batch, label_batch)[0])
         for x_batch, label_batch in _batches(x, labels, batch_size)
     ]
     return np.var(np.concatenate(means), axis=0)
@@ -251,8 +228,8 @@ def reconstruction_error(model, x, labels=None, batch_size=500):
     x, labels = _prepare(model, x, labels)
     total = 0.0
     for x_batch, label_batch in _batches(x, labels, batch_size):
-        z_mean, _ = _posterior(model, x_batch, label_batch)
-        mean = model.likelihood.mean(_decoder_params(model, z_mean, label_batch))
+        z_mean, _ = model.posterior(x_batch, label_batch)
+        mean = model.likelihood.mean(model.decoder_params(z_mean, label_batch))
         total += float(np.sum(np.square(_to_numpy(mean) - x_batch)))
     return total / x.size
 

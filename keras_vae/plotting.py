@@ -4,6 +4,8 @@ import os
 
 import numpy as np
 
+from keras_vae import _validation
+
 
 def _pyplot():
     import matplotlib
@@ -76,7 +78,7 @@ def reconstruction_grid(model, x, path, num_images=16, labels=None):
     >>> path = keras_vae.plotting.reconstruction_grid(model, x, "/tmp/rec.png")
     """
     x = np.asarray(x[:num_images], dtype="float32")
-    if _is_conditional(model):
+    if model.is_conditional:
         reconstructions = np.asarray(
             model.reconstruct(x, _required_labels(labels)[:num_images])
         )
@@ -112,7 +114,7 @@ def sample_grid(model, path, num_samples=64, seed=0, labels=None):
     >>> model = keras_vae.models.mlp_vae((8, 8, 1), 2, hidden_units=(8,))
     >>> path = keras_vae.plotting.sample_grid(model, "/tmp/samples.png", 16)
     """
-    if not _is_conditional(model):
+    if not model.is_conditional:
         samples = np.asarray(model.sample(num_samples, seed=seed))
         return image_grid(samples, path, columns=8, title="Samples from the prior")
     title = "Samples from the prior given the label"
@@ -122,10 +124,6 @@ def sample_grid(model, path, num_samples=64, seed=0, labels=None):
         title = "Samples from the prior, one class per row"
     samples = np.asarray(model.sample(num_samples, labels=labels, seed=seed))
     return image_grid(samples, path, columns=8, title=title)
-
-
-def _is_conditional(model):
-    return hasattr(model, "num_classes")
 
 
 def _required_labels(labels):
@@ -138,13 +136,19 @@ def _required_labels(labels):
 
 
 def _posterior_means(model, x, labels=None, batch_size=500):
-    from keras_vae import metrics
-
-    x, one_hot = metrics._prepare(model, x, labels)
-    means = [
-        np.asarray(metrics._posterior(model, xb, lb)[0])
-        for xb, lb in metrics._batches(x, one_hot, batch_size)
-    ]
+    x = _validation.as_float_array(
+        x, "x", model.input_spec_shape, model.likelihood
+    )
+    # Labels colour the points of any model; only a CVAE also encodes them.
+    one_hot = model.prepare_labels(
+        labels if model.is_conditional else None, len(x)
+    )
+    means = []
+    for start in range(0, len(x), batch_size):
+        stop = start + batch_size
+        batch_labels = None if one_hot is None else one_hot[start:stop]
+        z_mean, _ = model.posterior(x[start:stop], batch_labels)
+        means.append(np.asarray(z_mean))
     return np.concatenate(means)
 
 
@@ -181,7 +185,7 @@ def latent_scatter(model, x, path, labels=None, num_points=2000, title=None):
     labels = None if labels is None else np.asarray(labels)[:num_points]
     if labels is not None and labels.ndim == 2:
         labels = labels.argmax(-1)  # one-hot
-    encode_labels = labels if hasattr(model, "num_classes") else None
+    encode_labels = labels if model.is_conditional else None
     points = _posterior_means(model, x, encode_labels)
     if points.shape[1] == 2:
         axis_titles = ("z[0]", "z[1]")
@@ -243,7 +247,7 @@ def latent_traversal(
     >>> model = keras_vae.models.mlp_vae((8, 8, 1), 3, hidden_units=(8,))
     >>> path = keras_vae.plotting.latent_traversal(model, "/tmp/traversal.png")
     """
-    conditional = hasattr(model, "num_classes")
+    conditional = model.is_conditional
     if conditional and labels is None:
         raise ValueError(
             "A CVAE decodes given a class: pass `labels` (an int class, or "

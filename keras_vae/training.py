@@ -6,9 +6,8 @@ import sys
 import time
 
 import keras
-import numpy as np
 
-from keras_vae import datasets, io, metrics, models, plotting
+from keras_vae import datasets, files, metrics, models, plotting
 
 BUILDERS = {"mlp": models.mlp_vae, "conv": models.conv_vae}
 
@@ -101,7 +100,7 @@ def train_and_report(
         },
     }
     # Atomic: a run killed while saving never leaves a broken model.keras.
-    io.save_model(vae, model_path, overwrite=overwrite)
+    files.save_model(vae, model_path, overwrite=overwrite)
     report["files"]["model"] = model_path
     with open(os.path.join(output_dir, "report.json"), "w") as handle:
         json.dump(report, handle, indent=2)

@@ -6,7 +6,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_vae import _fused_training, _validation, likelihoods, priors
+from keras_vae import (
+    _fused_training,
+    _keras_internals,
+    _validation,
+    likelihoods,
+    priors,
+)
 
 # exp(log_var) stays a normal float32 number inside this range, whatever the
 # encoder outputs, so no input can produce inf or NaN in the KL term.
@@ -178,10 +184,7 @@ class VAE(keras.Model):
     @beta.setter
     def beta(self, value):
         value = _validation.check_non_negative(value, "beta")
-        if keras.backend.backend() == "jax" and getattr(
-            self, "_jax_state", None
-        ):
-            self.jax_state_sync()
+        _keras_internals.sync_jax_state(self)
         self.beta_variable.assign(value)
 
     def build(self, input_shape=None):
@@ -194,7 +197,63 @@ class VAE(keras.Model):
             self.prior.build((None, self.latent_dim))
         self.built = True
 
+    # ------------------------------------------------------- conditioning
+    #: int or None. Number of classes of a conditional model; None here.
+    num_classes = None
+
+    @property
+    def is_conditional(self):
+        """bool. True when the encoder and decoder also take a class label."""
+        return self.num_classes is not None
+
+    def prepare_labels(self, labels, num_examples, name="labels"):
+        """Validated labels for `num_examples` examples, as the model wants them.
+
+        An unconditional model takes no labels: `None` is returned as is and
+        anything else raises `ValueError`. A conditional model
+        (`keras_vae.CVAE`) returns float32 one-hot labels.
+
+        Args:
+            labels: None, or class labels (see `keras_vae.CVAE`).
+            num_examples: int. Number of examples the labels go with.
+            name: str. Argument name used in error messages.
+        """
+        if labels is not None:
+            raise ValueError(
+                f"`{name}` is only used by a conditional model "
+                "(keras_vae.CVAE); drop it for this model. Received: "
+                f"{name} for {type(self).__name__} {self.name!r}"
+            )
+        return None
+
     # ----------------------------------------------------------- the model
+    def posterior(self, x, labels=None, training=False):
+        """Parameters `(z_mean, z_log_var)` of q(z | x) as tensors.
+
+        The unvalidated building block under `encode`, for code that works
+        on tensors (metrics, export, compression): `z_log_var` is clipped to
+        `LOG_VAR_BOUNDS`. A conditional model also needs `labels` (one-hot,
+        as returned by `prepare_labels`).
+
+        Args:
+            x: tensor `(batch, *input_shape)`.
+            labels: None, or one-hot labels for a conditional model.
+            training: bool. Training mode of the encoder's layers.
+        """
+        self.prepare_labels(labels, 0)
+        return self._posterior(x, training=training)
+
+    def decoder_params(self, z, labels=None, training=False):
+        """Parameters of p(x | z) (e.g. Bernoulli logits) as a tensor.
+
+        Args:
+            z: tensor `(batch, latent_dim)`.
+            labels: None, or one-hot labels for a conditional model.
+            training: bool. Training mode of the decoder's layers.
+        """
+        self.prepare_labels(labels, 0)
+        return self.decoder(z, training=training)
+
     def _posterior(self, x, training=False):
         z_mean, z_log_var = self.encoder(x, training=training)
         z_log_var = ops.clip(z_log_var, *LOG_VAR_BOUNDS)
@@ -344,11 +403,8 @@ class VAE(keras.Model):
                     f"Received: hook={hook!r}"
                 )
         hook.attach(self)
-        locked = self._tracker.locked
-        self._tracker.unlock()
-        self.train_step_hooks.append(hook)
-        if locked:
-            self._tracker.lock()
+        with _keras_internals.tracking_unlocked(self):
+            self.train_step_hooks.append(hook)
         # Compiled steps were traced without the hook; trace them again.
         self.train_function = None
 
@@ -559,9 +615,11 @@ class VAE(keras.Model):
         )
         # Saved compile configs keep "auto", so a loaded model chooses too.
         if self._auto_steps_per_execution:
-            self._compile_config.config["steps_per_execution"] = "auto"
+            _keras_internals.set_compile_config(
+                self, steps_per_execution="auto"
+            )
         if self._auto_jit_compile:
-            self._compile_config.config["jit_compile"] = "auto"
+            _keras_internals.set_compile_config(self, jit_compile="auto")
 
     def compile_from_config(self, config):
         # Keras skips models whose `compile` is overridden; this one takes

@@ -20,13 +20,12 @@ BENCH_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)),
                          "benchmarks")
 sys.path.insert(0, BENCH_DIR)
 
-import _common  # noqa: E402
-import cpu_peak  # noqa: E402
-import infer_speed  # noqa: E402
-import memory  # noqa: E402
-import run as bench_run  # noqa: E402
-import scaling  # noqa: E402
-import train_speed  # noqa: E402
+import _common
+import cpu_peak
+import infer_speed
+import run as bench_run
+import scaling
+import train_speed
 
 
 def _torch_installed():

@@ -5,12 +5,11 @@ import os
 import keras
 import numpy as np
 import pytest
+from backend_runner import run_with_backend
 
 import keras_vae
 from keras_vae.export import flatbuffer, read_tflite, to_tflite, verify
 from keras_vae.export import tflite as tflite_module
-
-from backend_runner import run_with_backend
 
 
 @pytest.fixture(scope="module")

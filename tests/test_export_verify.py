@@ -1,7 +1,6 @@
 """`verify` measures a `.tflite` file against Keras and refuses bad files."""
 
 import os
-import shutil
 
 import keras
 import numpy as np

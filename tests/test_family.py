@@ -11,8 +11,6 @@ import os
 
 import numpy as np
 import pytest
-
-import keras_vae
 from backend_runner import run_with_backend
 from model_checks import (
     check_config_round_trip,
@@ -20,6 +18,8 @@ from model_checks import (
     check_save_load_exact,
     check_tflite_encoder_decoder,
 )
+
+import keras_vae
 
 NUM_CLASSES = 3
 LATENT_DIM = 2

@@ -4,7 +4,6 @@ import os
 
 import keras
 import numpy as np
-
 from backend_runner import run_with_backend
 
 

@@ -6,9 +6,9 @@ import os
 import keras
 import numpy as np
 import pytest
+from backend_runner import run_with_backend
 
 import keras_vae
-from backend_runner import run_with_backend
 from keras_vae import metrics
 from keras_vae.callbacks import KLWarmup
 

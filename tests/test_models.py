@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
+from model_checks import check_model
 
 import keras_vae
-from model_checks import check_model
 
 
 @pytest.mark.parametrize(

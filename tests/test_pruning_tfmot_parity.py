@@ -102,7 +102,7 @@ def _kernels(model, seed):
     encoder, decoder = model.encoder, model.decoder
     kernels = {}
     for name in LAYERS:
-        layer = (encoder if name in [l.name for l in encoder.layers] else decoder
+        layer = (encoder if name in [each.name for each in encoder.layers] else decoder
                  ).get_layer(name)
         shape = tuple(layer.kernel.shape)
         kernels[name] = rng.normal(size=(NUM_STEPS, *shape)).astype("float32")

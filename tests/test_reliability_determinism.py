@@ -7,12 +7,9 @@ bit-identical weights, metrics and prior samples; another seed gives
 other weights, so the comparison can fail.
 """
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-import keras_vae
 from backend_runner import run_with_backend
 
 TRAIN = """

@@ -2,8 +2,8 @@
 
 Every damaged `.keras` or `.tflite` file (truncated at several points, bytes
 flipped, emptied, swapped for another format) must give a `ValueError`
-naming the file from every loader: `keras_vae.io.load_model`,
-`keras_vae.io.check_tflite_file`, `keras_vae.export.verify` and the
+naming the file from every loader: `keras_vae.files.load_model`,
+`keras_vae.files.check_tflite_file`, `keras_vae.export.verify` and the
 TensorFlow-free runtime `export/litert_vae.py`. Writers never leave a
 partial file and never replace one without `overwrite=True`.
 """
@@ -16,13 +16,12 @@ import numpy as np
 import pytest
 
 import keras_vae
-from keras_vae import io as vae_io
+from keras_vae import files as vae_files
 from keras_vae.export import to_tflite, verify
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "export"))
-from litert_vae import LiteRTVAE  # noqa: E402
-import reliability_log  # noqa: E402
-
+import reliability_log
+from litert_vae import LiteRTVAE
 
 MODULE = "files"
 # Faults injected (damaged files, failing writers), reported by the module.
@@ -46,7 +45,7 @@ def saved(tmp_path_factory, digits):
     (x, _), _ = digits
     directory = tmp_path_factory.mktemp("files")
     model = small_vae()
-    keras_path = vae_io.save_model(model, str(directory / "model.keras"))
+    keras_path = vae_files.save_model(model, str(directory / "model.keras"))
     tflite_path = str(directory / "model.tflite")
     to_tflite(model, tflite_path, quantization="none")
     return model, x[:32], keras_path, tflite_path
@@ -78,7 +77,7 @@ def assert_names_file(error, path):
 
 def test_keras_file_loads_in_safe_mode_and_round_trips(saved, tmp_path):
     model, x, keras_path, _ = saved
-    restored = vae_io.load_model(keras_path)
+    restored = vae_files.load_model(keras_path)
     for a, b in zip(model.get_weights(), restored.get_weights()):
         np.testing.assert_array_equal(a, b)
     # A Lambda layer is arbitrary Python: safe mode refuses it, naming the file.
@@ -88,7 +87,7 @@ def test_keras_file_loads_in_safe_mode_and_round_trips(saved, tmp_path):
     keras.Model(inputs, outputs).save(path)
     FAULTS.append("Lambda layer in a .keras file")
     with pytest.raises(ValueError, match="safe mode") as info:
-        vae_io.load_model(path)
+        vae_files.load_model(path)
     assert_names_file(info, path)
 
 
@@ -98,7 +97,7 @@ def test_damaged_keras_files_raise_value_errors_naming_the_file(saved, tmp_path)
     for label, path in damaged_copies(keras_path, tmp_path):
         FAULTS.append(f".keras {label}")
         with pytest.raises(ValueError) as info:
-            vae_io.load_model(path)
+            vae_files.load_model(path)
         assert_names_file(info, path)
         tried += 1
     # One byte flipped inside the weights: caught by the zip checksums.
@@ -108,7 +107,7 @@ def test_damaged_keras_files_raise_value_errors_naming_the_file(saved, tmp_path)
     open(flipped, "wb").write(bytes(raw))
     FAULTS.append(".keras byte flipped")
     with pytest.raises(ValueError, match="checksum|corrupted") as info:
-        vae_io.load_model(flipped)
+        vae_files.load_model(flipped)
     assert_names_file(info, flipped)
     # A whole zip whose config is not JSON, and a missing file.
     import zipfile
@@ -125,7 +124,7 @@ def test_damaged_keras_files_raise_value_errors_naming_the_file(saved, tmp_path)
     FAULTS.extend([".keras bad config.json", ".keras missing"])
     for path in (bad_config, str(tmp_path / "missing.keras")):
         with pytest.raises(ValueError) as info:
-            vae_io.load_model(path)
+            vae_files.load_model(path)
         assert_names_file(info, path)
     assert tried == 5
 
@@ -133,7 +132,7 @@ def test_damaged_keras_files_raise_value_errors_naming_the_file(saved, tmp_path)
 def test_damaged_tflite_files_raise_value_errors_in_every_loader(saved, tmp_path):
     model, x, _, tflite_path = saved
     loaders = {
-        "check_tflite_file": vae_io.check_tflite_file,
+        "check_tflite_file": vae_files.check_tflite_file,
         "verify": lambda path: verify(path, model, x),
         "runtime": LiteRTVAE,
     }
@@ -147,7 +146,7 @@ def test_damaged_tflite_files_raise_value_errors_in_every_loader(saved, tmp_path
                 load(path)
             assert path in str(info.value), (label, name, str(info.value))
     # The intact file passes all three.
-    vae_io.check_tflite_file(tflite_path)
+    vae_files.check_tflite_file(tflite_path)
     verify(tflite_path, model, x, max_abs_error=1e-4)
     assert LiteRTVAE(tflite_path).reconstruct(x).shape == x.shape
 
@@ -158,20 +157,20 @@ def test_atomic_write_never_leaves_a_partial_file(tmp_path):
     FAULTS.extend(["overwrite", "writer fails", "writer writes nothing"])
     # Refused before anything is written.
     with pytest.raises(FileExistsError, match="overwrite=True"):
-        with vae_io.atomic_write(str(path)) as temporary:
+        with vae_files.atomic_write(str(path)) as temporary:
             raise AssertionError("the block must not run")
     # A writer that fails halfway leaves the old file and no temporary.
     with pytest.raises(RuntimeError, match="disk full"):
-        with vae_io.atomic_write(str(path), overwrite=True) as temporary:
+        with vae_files.atomic_write(str(path), overwrite=True) as temporary:
             open(temporary, "wb").write(b"half of the new")
             raise RuntimeError("disk full")
     assert path.read_bytes() == b"old"
     # A writer that writes nothing is an error, not an empty file.
     with pytest.raises(ValueError, match="Nothing was written"):
-        with vae_io.atomic_write(str(path), overwrite=True):
+        with vae_files.atomic_write(str(path), overwrite=True):
             pass
     assert path.read_bytes() == b"old"
-    with vae_io.atomic_write(str(path), overwrite=True) as temporary:
+    with vae_files.atomic_write(str(path), overwrite=True) as temporary:
         open(temporary, "wb").write(b"new")
     assert path.read_bytes() == b"new"
     assert sorted(os.listdir(tmp_path)) == ["out.bin"]
@@ -180,11 +179,11 @@ def test_atomic_write_never_leaves_a_partial_file(tmp_path):
 def test_save_model_is_atomic_and_refuses_to_overwrite(saved, tmp_path):
     model = saved[0]
     path = str(tmp_path / "model.keras")
-    vae_io.save_model(model, path)
+    vae_files.save_model(model, path)
     before = open(path, "rb").read()
     FAULTS.extend(["save overwrite", "save fails halfway", "save .h5 path"])
     with pytest.raises(FileExistsError):
-        vae_io.save_model(model, path)
+        vae_files.save_model(model, path)
 
     class Failing(keras.Model):
         def save(self, filepath, **kwargs):
@@ -192,11 +191,11 @@ def test_save_model_is_atomic_and_refuses_to_overwrite(saved, tmp_path):
             raise OSError("killed while saving")
 
     with pytest.raises(OSError, match="killed while saving"):
-        vae_io.save_model(Failing(), path, overwrite=True)
+        vae_files.save_model(Failing(), path, overwrite=True)
     assert open(path, "rb").read() == before
     assert os.listdir(tmp_path) == ["model.keras"]
     with pytest.raises(ValueError, match="path"):
-        vae_io.save_model(model, str(tmp_path / "model.h5"))
+        vae_files.save_model(model, str(tmp_path / "model.h5"))
 
 
 def test_failed_export_keeps_the_existing_file_and_leaves_no_temporary(

@@ -24,8 +24,8 @@ import keras_vae
 from keras_vae.export import to_tflite, verify
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "export"))
-from litert_vae import LiteRTVAE  # noqa: E402
-import reliability_log  # noqa: E402
+import reliability_log
+from litert_vae import LiteRTVAE
 
 SHAPE = (8, 8, 1)
 LATENT = 2

@@ -6,7 +6,7 @@ again (in the test process) and resumes from the backup. It must end with
 the same warm-up step, beta, pruning step, masks and optimizer step as an
 uninterrupted run, and the same final ELBO: within noise with
 `keras.callbacks.BackupAndRestore` (which does not save the sampling seed
-state), to float rounding with `keras_vae.faults.AtomicBackupAndRestore`.
+state), to float rounding with `keras_vae.callbacks.AtomicBackupAndRestore`.
 A second kill lands while a checkpoint is being written: the atomic
 callback resumes from the previous whole checkpoint. A crash during
 quantization-aware training, and one on JAX, resume exactly too. Data is not shuffled,
@@ -23,9 +23,11 @@ import time
 import keras
 import numpy as np
 import pytest
+import reliability_log
+from backend_runner import run_with_backend
 
 import keras_vae
-from keras_vae.callbacks import KLWarmup
+from keras_vae.callbacks import AtomicBackupAndRestore, KLWarmup
 from keras_vae.compression import (
     PolynomialDecay,
     PruningCallback,
@@ -33,9 +35,6 @@ from keras_vae.compression import (
     is_quantization_aware,
     quantize_aware,
 )
-from keras_vae.faults import AtomicBackupAndRestore
-from backend_runner import run_with_backend
-import reliability_log
 
 MODULE = "interrupted"
 # Faults injected (damaged files, failing writers), reported by the module.
@@ -142,16 +141,16 @@ def train(backup_dir=None, atomic=False, kill_at=-1, kill_in_save=-1,
 
 
 # The killed run: this module's `train` in a fresh process.
-CHILD = """
+CHILD = f"""
 import os, sys
-sys.path.insert(0, {tests!r})
+sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
 from test_reliability_interrupted import train
 train(os.environ["BACKUP_DIR"], atomic=os.environ.get("ATOMIC") == "1",
       kill_at=int(os.environ.get("KILL_AT", "-1")),
       kill_in_save=int(os.environ.get("KILL_IN_SAVE", "-1")),
       marker=os.environ["MARKER"])
 sys.exit("the run was not killed")
-""".format(tests=os.path.dirname(os.path.abspath(__file__)))
+"""
 
 
 def kill_child(tmp_path, **env):

@@ -9,12 +9,12 @@ weights from before that step are kept.
 import keras
 import numpy as np
 import pytest
+import reliability_log
 import tensorflow as tf
+from backend_runner import run_with_backend
 
 import keras_vae
-from keras_vae.faults import NonFiniteLossError, StopOnNonFinite
-from backend_runner import run_with_backend
-import reliability_log
+from keras_vae.callbacks import NonFiniteLossError, StopOnNonFinite
 
 EXTREME_LOGITS = [-1e30, -1e6, -88.0, -20.0, 0.0, 20.0, 88.0, 1e6, 1e30]
 # Faults injected, by kind (reported by the module).
@@ -244,7 +244,7 @@ def test_diverging_run_on_jax_stops_with_last_good_weights():
     output = run_with_backend(
         """
         import numpy as np, keras, keras_vae
-        from keras_vae.faults import NonFiniteLossError, StopOnNonFinite
+        from keras_vae.callbacks import NonFiniteLossError, StopOnNonFinite
 
         class Recorder(keras.callbacks.Callback):
             def on_train_begin(self, logs=None):

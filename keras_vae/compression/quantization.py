@@ -26,6 +26,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_vae import _keras_internals
 from keras_vae.compression import pruning
 
 PER_CHANNEL_LAYERS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
@@ -302,7 +303,7 @@ class QuantizeWrapper(keras.layers.Wrapper, _Switchable):
         else:
             padding = layer.padding
             if padding == "causal":
-                inputs = ops.pad(inputs, layer._compute_causal_padding())
+                inputs = ops.pad(inputs, _keras_internals.causal_padding(layer))
                 padding = "valid"
             outputs = ops.conv(
                 inputs, kernel, strides=list(layer.strides), padding=padding,
@@ -484,8 +485,7 @@ class TiedRanges(keras.layers.Layer):
 
 def _latent_pairs(model):
     """Paths of (encoder output quantizer, decoder input quantizer) pairs."""
-    def producer(tensor):
-        return tensor._keras_history.operation
+    producer = _keras_internals.producing_operation
 
     decoder_inputs = [
         layer for layer in model.decoder.layers
@@ -555,8 +555,7 @@ def set_quantization(model, enabled):
             "Expected a model from `keras_vae.compression.quantize_aware` "
             f"(it has no fake-quantizers). Received: model={model.name!r}"
         )
-    if keras.backend.backend() == "jax" and getattr(model, "_jax_state", None):
-        model.jax_state_sync()
+    _keras_internals.sync_jax_state(model)
     for layer in found:
         layer.set_fake_quant(enabled)
     model.test_function = None
@@ -570,14 +569,12 @@ def _input_quantizer_call(cache, ema_decay, enabled):
         def one(tensor):
             if not isinstance(tensor, keras.KerasTensor):
                 return tensor
-            history = getattr(tensor, "_keras_history", None)
-            if history is None or not isinstance(
-                history.operation, keras.layers.InputLayer
-            ):
+            operation = _keras_internals.producing_operation(tensor)
+            if not isinstance(operation, keras.layers.InputLayer):
                 return tensor
             key = id(tensor)
             if key not in cache:
-                name = f"quant_{history.operation.name}"
+                name = f"quant_{operation.name}"
                 cache[key] = ActivationQuantizer(
                     ema_decay=ema_decay, enabled=enabled, name=name
                 )(tensor)
@@ -684,8 +681,7 @@ def quantize_aware(model, enabled=True, preserve_sparsity=True, ema_decay=DEFAUL
             f"wrapping it again. Received: model={model.name!r}"
         )
     ema_decay = _check_ema_decay(ema_decay)
-    if keras.backend.backend() == "jax" and getattr(model, "_jax_state", None):
-        model.jax_state_sync()
+    _keras_internals.sync_jax_state(model)
     encoder = _quantize_functional(model.encoder, ema_decay, enabled)
     decoder = _quantize_functional(model.decoder, ema_decay, enabled)
     config = model.get_config()

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_vae import _keras_internals
 from keras_vae.compression import pruning
 
 _COLUMNS = (
@@ -123,8 +124,7 @@ def sparsity_report(model):
         raise ValueError(
             f"Expected a `keras.Model`. Received: model={model!r}"
         )
-    if keras.backend.backend() == "jax" and getattr(model, "_jax_state", None):
-        model.jax_state_sync()
+    _keras_internals.sync_jax_state(model)
     excluded = set()
     for hook in getattr(model, "train_step_hooks", ()):
         excluded.update(id(v) for v in hook.weights)

@@ -1,6 +1,5 @@
 """Data sets that ship inside installed packages and need no network."""
 
-import numpy as np
 
 # Stratified, seeded split: same images in the same order on every machine.
 _SPLIT_SEED = 0

@@ -9,6 +9,7 @@ import tempfile
 import keras
 import numpy as np
 
+from keras_vae import _keras_internals
 from keras_vae.export import flatbuffer
 
 QUANTIZATIONS = ("int8", "dynamic", "float16", "none")
@@ -151,8 +152,8 @@ def _convert(saved_model_dir, signatures, quantization, calibration, int8_io,
         # Per-tensor Dense weights (TF-MOT's default scheme) keep one scale
         # per kernel instead of one per unit in every signature's copy of
         # the tensor: the MLP file is ~10% smaller at equal quality.
-        converter._experimental_disable_per_channel_quantization_for_dense_layers = (
-            not per_channel_dense
+        _keras_internals.set_per_tensor_dense_quantization(
+            converter, not per_channel_dense
         )
         if int8_io:
             converter.inference_input_type = tf.int8

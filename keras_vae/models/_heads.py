@@ -34,3 +34,20 @@ def check_latent_dim(latent_dim):
             f"Received: latent_dim={latent_dim!r}"
         )
     return latent_dim
+
+
+def label_input(num_classes):
+    return keras.Input(shape=(num_classes,), name="y")
+
+
+def check_any_shape(input_shape):
+    try:
+        shape = tuple(int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        shape = ()
+    if not shape or min(shape) <= 0:
+        raise ValueError(
+            "Expected `input_shape` to be a non-empty tuple of positive ints, "
+            f"e.g. (28, 28, 1). Received: input_shape={input_shape!r}"
+        )
+    return shape

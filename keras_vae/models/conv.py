@@ -4,10 +4,13 @@ import math
 
 import keras
 
+from keras_vae import _validation
+from keras_vae.cvae import CVAE
 from keras_vae.models._heads import (
     check_latent_dim,
     check_shape,
     gaussian_posterior_heads,
+    label_input,
 )
 from keras_vae.vae import VAE
 
@@ -154,3 +157,67 @@ def conv_vae(
     )
     vae_kwargs.setdefault("name", "conv_vae")
     return VAE(encoder, decoder, likelihood=likelihood, **vae_kwargs)
+
+
+def conv_cvae(
+    input_shape,
+    num_classes,
+    latent_dim=16,
+    filters=(32, 64),
+    kernel_size=3,
+    likelihood="bernoulli",
+    activation="relu",
+    decoder_block="transpose",
+    **vae_kwargs,
+):
+    """Build a convolutional conditional VAE for `(height, width, channels)`.
+
+    The encoder sees the label as `num_classes` extra constant channels; the
+    decoder sees `[z, y_one_hot]` concatenated. Same blocks as
+    `keras_vae.models.conv_vae`.
+
+    Args:
+        input_shape: tuple `(height, width, channels)`.
+        num_classes: int. Number of classes.
+        latent_dim: int. Size of the latent code.
+        filters: tuple of ints. Encoder filters (decoder reversed).
+        kernel_size: int. Convolution kernel size.
+        likelihood: str or `Likelihood`. See `keras_vae.VAE`.
+        activation: str. Hidden activation.
+        decoder_block: str. `"transpose"` or `"upsample"`.
+        **vae_kwargs: passed to `keras_vae.CVAE`.
+
+    Example:
+
+    >>> import keras_vae
+    >>> model = keras_vae.models.conv_cvae((28, 28, 1), num_classes=10, latent_dim=8)
+    >>> model.latent_dim
+    8
+    """
+    input_shape = check_shape(input_shape, 3, "conv_cvae (height, width, channels)")
+    check_latent_dim(latent_dim)
+    num_classes = _validation.check_positive_int(num_classes, "num_classes")
+    filters = tuple(int(f) for f in filters)
+    if not filters:
+        raise ValueError(
+            f"Expected at least one filter count. Received: filters={filters!r}"
+        )
+    height, width, channels = input_shape
+
+    x = keras.Input(shape=input_shape, name="x")
+    y = label_input(num_classes)
+    label_map = keras.layers.Reshape((1, 1, num_classes), name="label_pixel")(y)
+    label_map = keras.layers.UpSampling2D((height, width), name="label_map")(label_map)
+    joined = keras.layers.Concatenate(axis=-1, name="join_label")([x, label_map])
+    body = conv_encoder((height, width, channels + num_classes), latent_dim,
+                        filters, kernel_size, activation, name="encoder_body")
+    encoder = keras.Model([x, y], body(joined), name="encoder")
+
+    z = keras.Input(shape=(latent_dim,), name="z")
+    y = label_input(num_classes)
+    joined = keras.layers.Concatenate(name="join_label")([z, y])
+    body = conv_decoder(input_shape, latent_dim + num_classes, filters[::-1],
+                        kernel_size, activation, decoder_block, name="decoder_body")
+    decoder = keras.Model([z, y], body(joined), name="decoder")
+    vae_kwargs.setdefault("name", "conv_cvae")
+    return CVAE(encoder, decoder, num_classes, likelihood=likelihood, **vae_kwargs)

@@ -4,7 +4,14 @@ import math
 
 import keras
 
-from keras_vae.models._heads import check_latent_dim, gaussian_posterior_heads
+from keras_vae import _validation
+from keras_vae.cvae import CVAE
+from keras_vae.models._heads import (
+    check_any_shape,
+    check_latent_dim,
+    gaussian_posterior_heads,
+    label_input,
+)
 from keras_vae.vae import VAE
 
 
@@ -80,3 +87,54 @@ def mlp_vae(
     decoder = mlp_decoder(input_shape, latent_dim, hidden_units[::-1], activation)
     vae_kwargs.setdefault("name", "mlp_vae")
     return VAE(encoder, decoder, likelihood=likelihood, **vae_kwargs)
+
+
+def mlp_cvae(
+    input_shape,
+    num_classes,
+    latent_dim=16,
+    hidden_units=(512, 256),
+    likelihood="bernoulli",
+    activation="relu",
+    **vae_kwargs,
+):
+    """Build an MLP conditional VAE; the label joins x and z by concatenation.
+
+    Args:
+        input_shape: tuple of ints. Per-example data shape.
+        num_classes: int. Number of classes.
+        latent_dim: int. Size of the latent code.
+        hidden_units: tuple of ints. Encoder widths (decoder reversed).
+        likelihood: str or `Likelihood`. See `keras_vae.VAE`.
+        activation: str. Hidden activation.
+        **vae_kwargs: passed to `keras_vae.CVAE`.
+
+    Example:
+
+    >>> import keras_vae
+    >>> model = keras_vae.models.mlp_cvae((28, 28, 1), num_classes=10)
+    >>> model.num_classes
+    10
+    """
+    input_shape = check_any_shape(input_shape)
+    check_latent_dim(latent_dim)
+    num_classes = _validation.check_positive_int(num_classes, "num_classes")
+    hidden_units = tuple(int(units) for units in hidden_units)
+    flat_size = math.prod(input_shape)
+
+    x = keras.Input(shape=input_shape, name="x")
+    y = label_input(num_classes)
+    flat = keras.layers.Flatten(name="flatten")(x)
+    joined = keras.layers.Concatenate(name="join_label")([flat, y])
+    body = mlp_encoder((flat_size + num_classes,), latent_dim, hidden_units,
+                       activation, name="encoder_body")
+    encoder = keras.Model([x, y], body(joined), name="encoder")
+
+    z = keras.Input(shape=(latent_dim,), name="z")
+    y = label_input(num_classes)
+    joined = keras.layers.Concatenate(name="join_label")([z, y])
+    body = mlp_decoder(input_shape, latent_dim + num_classes, hidden_units[::-1],
+                       activation, name="decoder_body")
+    decoder = keras.Model([z, y], body(joined), name="decoder")
+    vae_kwargs.setdefault("name", "mlp_cvae")
+    return CVAE(encoder, decoder, num_classes, likelihood=likelihood, **vae_kwargs)

@@ -11,7 +11,7 @@ Example:
 
 >>> import os, tempfile, keras_vae
 >>> path = os.path.join(tempfile.mkdtemp(), "notes.txt")
->>> with keras_vae.io.atomic_write(path) as temporary:
+>>> with keras_vae.files.atomic_write(path) as temporary:
 ...     _ = open(temporary, "w").write("hello")
 >>> open(path).read()
 'hello'
@@ -46,7 +46,7 @@ def check_overwrite(path, overwrite=False):
     Example:
 
     >>> import keras_vae
-    >>> keras_vae.io.check_overwrite("/nonexistent/model.keras")
+    >>> keras_vae.files.check_overwrite("/nonexistent/model.keras")
     """
     path = _check_path(path)
     if os.path.exists(path) and not overwrite:
@@ -76,7 +76,7 @@ def atomic_write(path, overwrite=False):
     Example:
 
     >>> import keras_vae
-    >>> # with keras_vae.io.atomic_write("out/model.keras") as tmp:
+    >>> # with keras_vae.files.atomic_write("out/model.keras") as tmp:
     >>> #     model.save(tmp)
     """
     path = os.path.abspath(_check_path(path))
@@ -141,7 +141,7 @@ def save_model(model, path, overwrite=False):
     >>> import keras_vae
     >>> model = keras_vae.models.mlp_vae((8, 8, 1), latent_dim=2,
     ...                                  hidden_units=(8,))
-    >>> # keras_vae.io.save_model(model, "runs/model.keras")
+    >>> # keras_vae.files.save_model(model, "runs/model.keras")
     """
     path = _check_path(path)
     if not path.endswith(".keras"):
@@ -172,7 +172,7 @@ def check_keras_file(path):
 
     >>> import keras_vae
     >>> try:
-    ...     keras_vae.io.check_keras_file("missing.keras")
+    ...     keras_vae.files.check_keras_file("missing.keras")
     ... except ValueError as error:
     ...     print(str(error)[:34])
     Model file missing.keras not found
@@ -230,7 +230,7 @@ def load_model(path, custom_objects=None, compile=True):
     Example:
 
     >>> import keras_vae
-    >>> # model = keras_vae.io.load_model("runs/demo/model.keras")
+    >>> # model = keras_vae.files.load_model("runs/demo/model.keras")
     """
     import keras
 
@@ -273,7 +273,7 @@ def check_tflite_file(path):
     Example:
 
     >>> import keras_vae
-    >>> # content = keras_vae.io.check_tflite_file("encoder.tflite")
+    >>> # content = keras_vae.files.check_tflite_file("encoder.tflite")
     """
     path = _check_path(path)
     if not os.path.isfile(path):
