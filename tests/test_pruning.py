@@ -219,12 +219,103 @@ def test_schedules_round_trip_through_config():
             assert [float(v) for v in clone(step)] == [float(v) for v in schedule(step)]
 
 
+def test_a_later_callback_may_change_the_schedule_but_not_layers_or_blocks(x):
+    model = _compiled()
+    model.fit(x[:128], batch_size=BATCH, epochs=1, verbose=0,
+              callbacks=[PruningCallback(ConstantSparsity(0.5, 0, frequency=1),
+                                         layers=["decoder_output"])])
+    hook = pruning_hooks(model)[0]
+    refused = [
+        PruningCallback(ConstantSparsity(0.5, 0, frequency=1)),  # all layers
+        PruningCallback(ConstantSparsity(0.5, 0, frequency=1),
+                        layers=["decoder_output", "z_mean"]),
+        PruningCallback(ConstantSparsity(0.5, 0, frequency=1),
+                        layers=["decoder/decoder_output"], block_size=(2, 2)),
+    ]
+    for callback in refused:
+        with pytest.raises(ValueError, match="already pruned.*strip_pruning"):
+            model.fit(x[:64], batch_size=BATCH, epochs=1, verbose=0,
+                      callbacks=[callback])
+    assert hook.layer_names == ["decoder/decoder_output"]
+    assert hook.block_size == (1, 1)
+    assert _step(model) == 2  # the refused calls did not train
+    # The same layers (by name or path) with a new schedule: schedule taken.
+    later = ConstantSparsity(0.75, 0, frequency=1)
+    model.fit(x[:128], batch_size=BATCH, epochs=1, verbose=0,
+              callbacks=[PruningCallback(later, layers="decoder/decoder_output")])
+    assert pruning_hooks(model) == [hook] and hook.schedule is later
+    sparsity = {p: float(np.mean(k == 0)) for p, k in _kernels(model).items()}
+    assert sparsity.pop("decoder/decoder_output") == 0.75
+    assert set(sparsity.values()) == {0.0}
+
+
+def _separable_vae():
+    """Encoder with a SeparableConv2D (pruned) and a DepthwiseConv2D (not)."""
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.SeparableConv2D(4, 3, padding="same", name="separable")(inputs)
+    h = keras.layers.DepthwiseConv2D(3, padding="same", name="depthwise")(h)
+    h = keras.layers.Flatten()(h)
+    encoder = keras.Model(inputs, [keras.layers.Dense(2, name="z_mean")(h),
+                                   keras.layers.Dense(2, name="z_log_var")(h)])
+    decoder = keras_vae.models.mlp.mlp_decoder((8, 8, 1), 2, hidden_units=(8,))
+    model = keras_vae.VAE(encoder, decoder, seed=0)
+    model.compile(optimizer="adam")
+    return model
+
+
+def test_layers_pruning_cannot_handle_warn_when_skipped_and_raise_when_named(x):
+    import warnings
+
+    model = _separable_vae()
+    schedule = ConstantSparsity(0.5, 0, frequency=1)
+    with pytest.warns(UserWarning, match=r"encoder/depthwise \(DepthwiseConv2D\)"):
+        model.fit(x[:32], batch_size=16, epochs=1, verbose=0,
+                  callbacks=[PruningCallback(schedule)])
+    hook = pruning_hooks(model)[0]
+    # SeparableConv2D prunes its pointwise kernel, as TF-MOT does.
+    assert "encoder/separable" in hook.layer_names
+    assert "encoder/depthwise" not in hook.layer_names
+    pointwise = model.encoder.get_layer("separable").pointwise_kernel.numpy()
+    assert np.mean(pointwise == 0) == 0.5
+    depthwise = model.encoder.get_layer("depthwise").kernel.numpy()
+    assert np.all(depthwise != 0)
+    for layers in (["depthwise"], "encoder/depthwise", ["separable", "depthwise"]):
+        with pytest.raises(ValueError, match="Cannot prune encoder/depthwise "
+                                             r"\(DepthwiseConv2D\)"):
+            PruningCallback(schedule, layers=layers).set_model(_separable_vae())
+    # Leaving it out explicitly is silent.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PruningCallback(schedule, layers=lambda layer: layer.name != "depthwise"
+                        ).set_model(_separable_vae())
+
+
+def test_block_size_on_a_kernel_that_is_not_rank_2_fails_with_a_message_about_blocks():
+    from keras_vae.compression import magnitude_mask
+
+    for shape in ((3, 4, 5), (3, 3, 2, 4), (6,)):
+        weights = np.random.default_rng(0).normal(size=shape).astype("float32")
+        with pytest.raises(ValueError, match="Block pruning needs a rank-2"):
+            magnitude_mask(weights, 0.5, block_size=(2, 2))
+        # Single weights are fine on any rank.
+        mask = keras.ops.convert_to_numpy(magnitude_mask(weights, 0.5))
+        assert mask.shape == shape and mask.mean() == 0.5
+    with pytest.raises(ValueError, match="block_size"):
+        magnitude_mask(np.ones((4, 4), "float32"), 0.5, block_size=(2,))
+    model = keras_vae.models.conv1d_vae((16, 1), 2, filters=(4,), seed=0)
+    model.compile(optimizer="adam")
+    with pytest.raises(ValueError, match="Block pruning needs a rank-2"):
+        model.fit(np.zeros((8, 16, 1), "float32"), verbose=0,
+                  callbacks=[PruningCallback(ConstantSparsity(0.5, 0),
+                                             block_size=(2, 1))])
+
+
 JAX_CODE = """
 import json, os, sys, tempfile
 import keras, numpy as np, keras_vae
-from keras_vae.compression import (PolynomialDecay, PruningCallback,
-    pruning_hooks, quantize_aware, strip_pruning, is_quantization_aware,
-    QuantizationAwareTraining)
+from keras_vae.compression import (ConstantSparsity, PolynomialDecay,
+    PruningCallback, pruning_hooks, quantize_aware, strip_pruning,
+    is_quantization_aware, QuantizationAwareTraining)
 
 (x, _), _ = keras_vae.datasets.load("digits")
 x = x[:512]
@@ -280,11 +371,26 @@ ql = keras.saving.load_model(os.path.join(tmp, "qat.keras"))
 out["qat_loaded_on"] = is_quantization_aware(ql)
 out["qat_loaded_same"] = bool(np.array_equal(ql.predict(x[:16], verbose=0),
                                               q.predict(x[:16], verbose=0)))
+# mixed_bfloat16: a few pruning steps, then QAT, finite metrics.
+keras.config.set_dtype_policy("mixed_bfloat16")
+b = keras_vae.models.mlp_vae((8, 8, 1), 2, hidden_units=(16,), seed=0)
+b.compile(optimizer="adam")
+hb = b.fit(x[:64], batch_size=16, epochs=1, verbose=0, callbacks=[
+    PruningCallback(ConstantSparsity(0.5, 0, frequency=1))])
+qb = quantize_aware(b)
+qb.compile(optimizer="adam")
+hq = qb.fit(x[:64], batch_size=16, epochs=1, verbose=0)
+keras.config.set_dtype_policy("float32")
+out["bf16_policy"] = qb.dtype_policy.name
+out["bf16_logs"] = [float(h.history[k][-1]) for h in (hb, hq)
+                    for k in ("loss", "reconstruction_loss", "kl_loss", "elbo")]
+out["bf16_zeros"] = [float(np.mean(np.asarray(k.value) == 0))
+                     for k in pruning_hooks(qb)[0].kernels]
 print(json.dumps(out))
 """
 
 
-def test_pruning_state_and_qat_on_the_jax_backend():
+def test_pruning_state_qat_and_bfloat16_on_the_jax_backend():
     out = json.loads(run_with_backend(JAX_CODE, "jax", cwd=os.getcwd())
                      .strip().splitlines()[-1])
     assert (out["twice_first"], out["twice_second"]) == (8, 16)
@@ -296,3 +402,6 @@ def test_pruning_state_and_qat_on_the_jax_backend():
     assert out["qat_switch"] == [0.0, 1.0]
     assert out["qat_zeros"] >= 0.75
     assert out["qat_loaded_on"] and out["qat_loaded_same"]
+    assert out["bf16_policy"] == "mixed_bfloat16"
+    assert len(out["bf16_logs"]) == 8 and np.all(np.isfinite(out["bf16_logs"]))
+    assert out["bf16_zeros"] == [0.5] * 5

@@ -126,7 +126,7 @@ def tfmot_masks(tmp_path_factory):
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(TFMOT_SCRIPT),
          json.dumps(CASES), str(path)],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True, text=True, env=env, timeout=1800,
     )
     if result.returncode != 0:
         raise AssertionError(result.stderr[-5000:])

@@ -1,7 +1,7 @@
 """Quantization-aware training: the int8 scheme, the switch, pruning, export.
 
 The JAX-backend QAT run (switch at an epoch, zeros kept, save/load) is in
-`test_pruning.py::test_pruning_state_and_qat_on_the_jax_backend`, so JAX
+`test_pruning.py::test_pruning_state_qat_and_bfloat16_on_the_jax_backend`, so JAX
 starts once for both.
 """
 

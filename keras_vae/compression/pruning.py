@@ -20,93 +20,18 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_vae import _keras_internals
+from keras_vae.compression import kernels as kernel_lookup
 from keras_vae.compression import pruning_schedule
+from keras_vae.compression.train_step_hook import KernelMaskHook
 
-PRUNABLE_LAYERS = (
-    keras.layers.Dense,
-    keras.layers.Conv1D,
-    keras.layers.Conv2D,
-    keras.layers.Conv3D,
-    keras.layers.Conv1DTranspose,
-    keras.layers.Conv2DTranspose,
-)
-
-
-def _kernel_of(layer):
-    # `Dense.kernel` is a computed tensor when LoRA is on; the variable is
-    # `_kernel`.
-    kernel = getattr(layer, "_kernel", None)
-    return kernel if isinstance(kernel, keras.Variable) else layer.kernel
-
-
-def _walk(model, prefix):
-    for layer in model.layers:
-        name = f"{prefix}/{layer.name}"
-        if isinstance(layer, keras.Model):
-            yield from _walk(layer, name)
-        elif isinstance(layer, keras.layers.Wrapper):
-            # A `QuantizeWrapper` (QAT) keeps the wrapped layer's variables:
-            # the path names the wrapped layer, as before wrapping.
-            yield f"{prefix}/{layer.layer.name}", layer.layer
-        else:
-            yield name, layer
-
-
-def _sub_models(model):
-    if hasattr(model, "encoder") and hasattr(model, "decoder"):
-        return (("encoder", model.encoder), ("decoder", model.decoder))
-    return ((model.name, model),)
-
-
-def prunable_layers(model):
-    """Prunable layers of a VAE (or any functional model) by path.
-
-    Paths are `"encoder/<layer name>"` and `"decoder/<layer name>"` for a
-    VAE (nested models add their names), in the order of the layers.
-
-    Args:
-        model: `keras_vae.VAE` or `keras.Model`.
-
-    Returns:
-        dict mapping each path to a Dense / Conv layer.
-
-    Example:
-
-    >>> import keras_vae
-    >>> from keras_vae.compression import prunable_layers
-    >>> model = keras_vae.models.mlp_vae((8, 8, 1), 2, hidden_units=(16,))
-    >>> list(prunable_layers(model))[:1]
-    ['encoder/encoder_dense_0']
-    """
-    found = {}
-    for prefix, sub_model in _sub_models(model):
-        for path, layer in _walk(sub_model, prefix):
-            if isinstance(layer, PRUNABLE_LAYERS) and layer.built:
-                found[path] = layer
-    return found
-
-
-def _select_layers(model, layers):
-    available = prunable_layers(model)
-    if layers is None:
-        return list(available)
-    if callable(layers):
-        return [path for path, layer in available.items() if layers(layer)]
-    if isinstance(layers, str):
-        layers = [layers]
-    chosen = []
-    for name in layers:
-        matches = [
-            path for path, layer in available.items()
-            if name in (path, layer.name)
-        ]
-        if not matches:
-            raise ValueError(
-                f"Expected `layers` to name prunable layers of the encoder or "
-                f"decoder: {sorted(available)}. Received: layers={layers!r}"
-            )
-        chosen.extend(path for path in matches if path not in chosen)
-    return chosen
+__all__ = [
+    "MagnitudePruning",
+    "PruningCallback",
+    "magnitude_mask",
+    "pruning_hooks",
+    "strip_pruning",
+]
 
 
 def _block_pool(abs_weights, block_size):
@@ -139,6 +64,29 @@ def _expand_blocks(mask, block_size, shape):
     return mask[: shape[0], : shape[1]]
 
 
+def _check_block_size(block_size):
+    try:
+        block_size = tuple(int(size) for size in block_size)
+    except (TypeError, ValueError):
+        block_size = None
+    if block_size is None or len(block_size) != 2 or min(block_size) < 1:
+        raise ValueError(
+            "Expected `block_size` to be a tuple of 2 ints >= 1. "
+            f"Received: block_size={block_size!r}"
+        )
+    return block_size
+
+
+def _check_blocks_fit(shape, block_size, what):
+    if block_size != (1, 1) and len(shape) != 2:
+        raise ValueError(
+            f"Block pruning needs a rank-2 (Dense) kernel, as in TF-MOT, but "
+            f"{what} has rank {len(shape)} (shape {tuple(shape)}). Prune it "
+            "with block_size=(1, 1) or leave it out of `layers`. "
+            f"Received: block_size={block_size}"
+        )
+
+
 def magnitude_mask(weights, sparsity, block_size=(1, 1)):
     """0/1 mask keeping the largest-magnitude weights, as TF-MOT does.
 
@@ -163,10 +111,12 @@ def magnitude_mask(weights, sparsity, block_size=(1, 1)):
     >>> np.asarray(magnitude_mask(w, 0.5)).tolist()
     [[0.0, 1.0], [0.0, 1.0]]
     """
+    block_size = _check_block_size(block_size)
     weights = ops.convert_to_tensor(weights)
     shape = tuple(weights.shape)
+    _check_blocks_fit(shape, block_size, "`weights`")
     scores = ops.abs(weights)
-    blocked = tuple(block_size) != (1, 1)
+    blocked = block_size != (1, 1)
     if blocked:
         scores = _block_pool(scores, block_size)
     flat = ops.reshape(scores, (-1,))
@@ -183,21 +133,16 @@ def magnitude_mask(weights, sparsity, block_size=(1, 1)):
     return mask
 
 
-class _Refs:
-    """Holds variables without Keras tracking them a second time."""
-
-    def __init__(self, items):
-        self.items = list(items)
-
-
 @keras.saving.register_keras_serializable(package="keras_vae")
-class MagnitudePruning(keras.layers.Layer):
+class MagnitudePruning(KernelMaskHook):
     """Train-step hook that prunes chosen kernels of a VAE by magnitude.
 
     Usually created by `PruningCallback`; it is kept on the model (in
     `model.train_step_hooks`) so its masks and step counter are saved,
-    restored and carried through the JAX state. Remove it with
-    `strip_pruning`.
+    restored and carried through the JAX state. Before each training batch
+    it counts the step and, on the schedule's steps, recomputes the masks
+    from the kernels' magnitudes; after each optimizer update it multiplies
+    the kernels by their masks. Remove it with `strip_pruning`.
 
     Args:
         schedule: `keras_vae.compression.PruningSchedule` or a TF-MOT
@@ -217,36 +162,18 @@ class MagnitudePruning(keras.layers.Layer):
     """
 
     def __init__(self, schedule, layer_names, block_size=(1, 1), **kwargs):
-        kwargs.setdefault("trainable", False)
-        super().__init__(**kwargs)
+        super().__init__(layer_names, **kwargs)
         self.schedule = pruning_schedule.get(schedule)
-        self.layer_names = [str(name) for name in layer_names]
         self.block_size = _check_block_size(block_size)
-        self._refs = _Refs([])
 
     def attach(self, model):
-        """Create the masks and the step counter for `model`'s kernels."""
-        if self._refs.items:
-            raise ValueError(
-                "This `MagnitudePruning` hook is already attached to a model. "
-                f"Create a new one. Received: hook={self.name!r}"
-            )
-        available = prunable_layers(model)
-        missing = [name for name in self.layer_names if name not in available]
-        if missing or not self.layer_names:
-            raise ValueError(
-                "Expected `layer_names` to list prunable layers of the model: "
-                f"{sorted(available)}. Received: layer_names={self.layer_names}"
-            )
-        kernels = [_kernel_of(available[name]) for name in self.layer_names]
-        if self.block_size != (1, 1):
-            for name, kernel in zip(self.layer_names, kernels):
-                if len(kernel.shape) != 2:
-                    raise ValueError(
-                        "Block pruning applies to rank-2 (Dense) kernels "
-                        f"only; prune {name!r} with block_size=(1, 1). "
-                        f"Received: block_size={self.block_size}"
-                    )
+        """Create the step counter and the masks for `model`'s kernels."""
+        self.check_detached()
+        kernels = kernel_lookup.kernels_by_path(model, self.layer_names)
+        for name, kernel in zip(self.layer_names, kernels):
+            _check_blocks_fit(kernel.shape, self.block_size, repr(name))
+        # The counter comes before the masks, the order `.keras` files of
+        # pruned models store them in.
         self.pruning_step = self.add_weight(
             shape=(),
             dtype="int32",
@@ -254,29 +181,14 @@ class MagnitudePruning(keras.layers.Layer):
             trainable=False,
             name="pruning_step",
         )
-        self.masks = [
-            self.add_weight(
-                shape=kernel.shape,
-                dtype=kernel.dtype,
-                initializer="ones",
-                trainable=False,
-                name=f"mask_{index}",
-            )
-            for index, kernel in enumerate(kernels)
-        ]
-        self._refs.items = kernels
-        self.built = True
-
-    @property
-    def kernels(self):
-        """list of the pruned kernel variables, in `layer_names` order."""
-        return list(self._refs.items)
+        self.add_masks(kernels)
+        self.hold(kernels)
 
     def before_train_step(self):
         step = self.pruning_step.value + 1
         self.pruning_step.assign(step)
         should_prune, sparsity = self.schedule(step)
-        for kernel, mask in zip(self._refs.items, self.masks):
+        for kernel, mask in zip(self.targets, self.masks):
             weights = kernel.value
             old_mask = mask.value
             new_mask = ops.cond(
@@ -287,19 +199,11 @@ class MagnitudePruning(keras.layers.Layer):
             mask.assign(new_mask)
             kernel.assign(weights * new_mask)
 
-    def after_apply(self):
-        for kernel, mask in zip(self._refs.items, self.masks):
-            kernel.assign(kernel.value * mask.value)
-
-    def call(self, inputs):
-        return inputs
-
     def get_config(self):
         config = super().get_config()
         config.update(
             {
                 "schedule": keras.saving.serialize_keras_object(self.schedule),
-                "layer_names": list(self.layer_names),
                 "block_size": list(self.block_size),
             }
         )
@@ -312,19 +216,6 @@ class MagnitudePruning(keras.layers.Layer):
         return cls(**config)
 
 
-def _check_block_size(block_size):
-    try:
-        block_size = tuple(int(size) for size in block_size)
-    except (TypeError, ValueError):
-        block_size = None
-    if block_size is None or len(block_size) != 2 or min(block_size) < 1:
-        raise ValueError(
-            "Expected `block_size` to be a tuple of 2 ints >= 1. "
-            f"Received: block_size={block_size!r}"
-        )
-    return block_size
-
-
 def pruning_hooks(model):
     """The `MagnitudePruning` hooks attached to `model` (possibly none)."""
     return [
@@ -333,6 +224,20 @@ def pruning_hooks(model):
     ]
 
 
+def _check_layers(layers):
+    if layers is None or callable(layers) or isinstance(layers, str):
+        return layers
+    if isinstance(layers, (list, tuple)) and all(
+        isinstance(name, str) for name in layers
+    ):
+        return list(layers)
+    raise ValueError(
+        "Expected `layers` to be None, a layer name or path, a list of them "
+        f"or a callable `layer -> bool`. Received: layers={layers!r}"
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
 class PruningCallback(keras.callbacks.Callback):
     """Prune a VAE's Dense and Conv kernels by magnitude during `fit`.
 
@@ -344,11 +249,18 @@ class PruningCallback(keras.callbacks.Callback):
     pruned weights stay exactly zero through every optimizer update, on the
     TensorFlow and JAX backends. Call `strip_pruning` when done.
 
+    A later callback on an already pruned model may change the schedule,
+    not the pruned layers or the block size: those raise a `ValueError`
+    (prune `strip_pruning(model)` again to change them). Layers with
+    kernels that pruning does not handle (e.g. `DepthwiseConv2D`) raise
+    when named in `layers` and are reported by a warning otherwise.
+
     Args:
         schedule: `ConstantSparsity`, `PolynomialDecay` (ours or TF-MOT's).
         layers: None (every Dense / Conv kernel of the encoder and
             decoder), a list of layer names or paths
-            (`"encoder/encoder_dense_0"`), or a callable `layer -> bool`.
+            (`"encoder/encoder_dense_0"`), or a callable `layer -> bool`
+            (not saved by `get_config`).
         block_size: tuple of 2 ints. Prune blocks of this shape in Dense
             kernels; `(1, 1)` (default) prunes single weights.
 
@@ -369,7 +281,7 @@ class PruningCallback(keras.callbacks.Callback):
     def __init__(self, schedule, layers=None, block_size=(1, 1)):
         super().__init__()
         self.schedule = pruning_schedule.get(schedule)
-        self.layers = layers
+        self.layers = _check_layers(layers)
         self.block_size = _check_block_size(block_size)
 
     @property
@@ -384,16 +296,12 @@ class PruningCallback(keras.callbacks.Callback):
                 "`PruningCallback` prunes `keras_vae.VAE` models (it needs "
                 f"`add_train_step_hook`). Received: model={model!r}"
             )
-        super().set_model(model)
         existing = pruning_hooks(model)
         if existing:
-            hook = existing[0]
-            wanted = keras.saving.serialize_keras_object(self.schedule)
-            if keras.saving.serialize_keras_object(hook.schedule) != wanted:
-                hook.schedule = self.schedule
-                model.train_function = None
+            self._continue(model, existing[0])
+            super().set_model(model)
             return
-        names = _select_layers(model, self.layers)
+        names = kernel_lookup.select_layers(model, self.layers)
         if not names:
             raise ValueError(
                 "Expected `layers` to select at least one Dense or Conv "
@@ -402,14 +310,54 @@ class PruningCallback(keras.callbacks.Callback):
         model.add_train_step_hook(
             MagnitudePruning(self.schedule, names, self.block_size)
         )
+        super().set_model(model)
+
+    def _continue(self, model, hook):
+        """Reuse `hook`: refuse other layers or blocks, take the schedule."""
+        names = kernel_lookup.select_layers(model, self.layers, warn=False)
+        if sorted(names) != sorted(hook.layer_names) or (
+            self.block_size != hook.block_size
+        ):
+            raise ValueError(
+                "This model is already pruned (its `MagnitudePruning` hook "
+                f"covers {hook.layer_names} with block_size={hook.block_size}); "
+                "a new `PruningCallback` may change the schedule only. To "
+                "prune other layers or blocks, prune a plain copy: "
+                "`model = keras_vae.compression.strip_pruning(model)`, "
+                "compile it and fit it with this callback. Received: "
+                f"layers={self.layers!r} (selects {names}), "
+                f"block_size={self.block_size}"
+            )
+        wanted = keras.saving.serialize_keras_object(self.schedule)
+        if keras.saving.serialize_keras_object(hook.schedule) != wanted:
+            hook.schedule = self.schedule
+            model.train_function = None
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and self.hook is not None:
-            if keras.backend.backend() == "jax":
-                self.model.jax_state_sync()
+            _keras_internals.sync_jax_state(self.model)
             logs["pruning_step"] = int(
-                ops.convert_to_numpy(self.hook.pruning_step.value)
+                ops.convert_to_numpy(self.hook.pruning_step)
             )
+
+    def get_config(self):
+        if callable(self.layers):
+            raise ValueError(
+                "A `PruningCallback` with a callable `layers` filter has no "
+                "config (a function cannot be saved safely); pass layer "
+                f"names or paths instead. Received: layers={self.layers!r}"
+            )
+        return {
+            "schedule": keras.saving.serialize_keras_object(self.schedule),
+            "layers": self.layers,
+            "block_size": list(self.block_size),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["schedule"] = pruning_schedule.get(config["schedule"])
+        return cls(**config)
 
 
 def strip_pruning(model):
@@ -435,8 +383,7 @@ def strip_pruning(model):
     []
     """
     hooks = pruning_hooks(model)
-    if keras.backend.backend() == "jax" and getattr(model, "_jax_state", None):
-        model.jax_state_sync()
+    _keras_internals.sync_jax_state(model)
     config = model.get_config()
     config["train_step_hooks"] = [
         keras.saving.serialize_keras_object(hook)

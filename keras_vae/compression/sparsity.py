@@ -7,7 +7,7 @@ import numpy as np
 from keras import ops
 
 from keras_vae import _keras_internals
-from keras_vae.compression import pruning
+from keras_vae.compression import kernels as kernel_lookup
 
 _COLUMNS = (
     ("layer", "layer"),
@@ -38,7 +38,7 @@ def _gzip_size(data):
 class SparsityReport:
     """Per-layer and total sparsity and sizes of a model's weights.
 
-    `rows` is a list of dicts (one per Dense / Conv layer, then `"other"`
+    `rows` is a list of dicts (one per prunable layer, then `"other"`
     for the remaining weights, e.g. a learned likelihood scale) and `total`
     one dict, with the keys `layer`, `kernel_shape`, `params`, `zeros`,
     `kernel_sparsity` (exact zeros in the kernel / kernel size),
@@ -129,8 +129,8 @@ def sparsity_report(model):
     for hook in getattr(model, "train_step_hooks", ()):
         excluded.update(id(v) for v in hook.weights)
     rows, seen = [], set()
-    for path, layer in pruning.prunable_layers(model).items():
-        kernel = pruning._kernel_of(layer)
+    for path, layer in kernel_lookup.prunable_layers(model).items():
+        kernel = kernel_lookup.kernel_variable(layer)
         variables = [v for v in layer.weights if id(v) not in excluded]
         seen.update(id(v) for v in variables)
         kernel_values = ops.convert_to_numpy(kernel.value)
