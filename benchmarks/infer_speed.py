@@ -1,17 +1,28 @@
-"""Inference speed of `reconstruct`: Keras, LiteRT files and PyTorch eager.
+"""Inference speed of `reconstruct`: Keras, LiteRT variants, PyTorch, ONNX Runtime.
 
 One MLP VAE (784-512-256-16) is trained briefly on MNIST-5k (speed does
 not depend on how well) and written as LiteRT files with
-`keras_vae.export.to_tflite` (float32, dynamic-range, full-int8, and 80%
-1x16-block pruned + int8), plus a plain `model.export(format="litert")`
-post-training int8 file of the same model. Then, in a fresh process per
-thread count (1 and 2), the candidates are timed round-robin:
+`keras_vae.export.to_tflite`: float32, dynamic-range int8 (int8 weights,
+activations quantized per batch at run time, which XNNPACK runs as its
+"qd8" kernels), full int8 with per-tensor Dense weight scales (the
+default) and with per-channel scales, and an 80% 1x16-block pruned copy
+written both ways `optimize_for` offers: `"latency"` (dense int8 weights)
+and `"size"` (LiteRT's sparse encoding). A plain
+`model.export(format="litert")` post-training int8 file of the same model
+is the no-keras-vae reference. The same trained weights are also built
+as an ONNX graph and quantized with ONNX Runtime's own tools
+(`onnxruntime.quantization`: static QDQ int8 calibrated on the same 500
+images, per-channel weights with `reduce_range` as ONNX Runtime advises
+for AVX2 without VNNI, and dynamic int8). Then, in a fresh process per thread count (1
+and 2), the candidates are timed round-robin:
 
 - `keras_call`: Keras float `model(x)` (the same as `model.reconstruct`),
 - `keras_predict_on_batch`: Keras `model.predict_on_batch(x)`,
 - `tflite_<kind>`: the `reconstruct` signature in the LiteRT interpreter,
   through the TensorFlow-free runtime `export/litert_vae.py`,
 - `tflite_plain_int8`: the plain Keras export's serving signature,
+- `onnx_<kind>`: ONNX Runtime (CPU provider) on the float32, static int8
+  and dynamic int8 ONNX files,
 - `torch_eager`: the same MLP in PyTorch eager under `torch.inference_mode`,
 - `torch_int8_fbgemm`: the same MLP as PyTorch's int8 quantized `Linear`
   layers on the fbgemm engine, a reference for what a specialised AVX2
@@ -19,10 +30,15 @@ thread count (1 and 2), the candidates are timed round-robin:
 
 Per candidate: batch-1 latency (median and p95 over many calls) and
 batch-256 throughput (images per second); min/median/max over rounds. The
-speed-up targets are taken round by round (both candidates timed in the
-same round) and summarised as median (min-max) over rounds.
+ratios are taken round by round (both candidates timed in the same round)
+and summarised as median (min-max) over rounds. The reconstruction NLL of
+every int8 file on the 1,000 test images is recorded beside (`quality`),
+so a fast file that loses quality shows.
 
     .venv/bin/python benchmarks/infer_speed.py --threads 1 2 --rounds 3
+
+(`make bench` runs it through `benchmarks/run.py`; ONNX Runtime comes with
+the `bench` extra, `pip install -e .[bench]`.)
 """
 
 import argparse
@@ -37,7 +53,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common
 import cpu_peak
 
-TFLITE_KINDS = ("float32", "dynamic", "int8", "pruned_int8", "plain_int8")
+TFLITE_KINDS = ("float32", "dynamic", "int8", "int8_per_channel",
+                "pruned_int8_dense", "pruned_int8_sparse", "plain_int8")
+ONNX_KINDS = ("onnx_float32", "onnx_int8_static", "onnx_int8_dynamic")
+# Candidates that compute in int8, for "the fastest int8 runtime".
+INT8_CANDIDATES = ("tflite_int8", "tflite_dynamic", "tflite_int8_per_channel",
+                   "tflite_plain_int8", "onnx_int8_static", "onnx_int8_dynamic",
+                   "torch_int8_fbgemm")
 THROUGHPUT_BATCH = 256
 # Nominal int8 multiply-accumulates per cycle and core, used only when the
 # measured ceiling (`cpu_peak.py`) is not available: AVX2 `vpmaddubsw` on
@@ -54,9 +76,9 @@ def prepare(directory, epochs=2, prune_epochs=2):
 
     import keras_vae
     from keras_vae.compression import ConstantSparsity, PruningCallback, strip_pruning
-    from keras_vae.export import to_tflite
+    from keras_vae.export import to_tflite, verify
 
-    (x_train, _), _ = keras_vae.datasets.load("mnist5k")
+    (x_train, _), (x_test, _) = keras_vae.datasets.load("mnist5k")
     keras.utils.set_random_seed(0)
     model = keras_vae.models.mlp_vae((28, 28, 1), 16, seed=0)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
@@ -64,11 +86,17 @@ def prepare(directory, epochs=2, prune_epochs=2):
     paths = {"keras": os.path.join(directory, "model.keras")}
     model.save(paths["keras"])
     calibration = x_train[:500]
-    for kind, quantization in (("float32", "none"), ("dynamic", "dynamic"),
-                               ("int8", "int8")):
+    quality = {}
+    for kind, kwargs in (
+        ("float32", {"quantization": "none"}),
+        ("dynamic", {"quantization": "dynamic"}),
+        ("int8", {}),
+        ("int8_per_channel", {"per_channel_dense": True}),
+    ):
         paths[kind] = os.path.join(directory, f"{kind}.tflite")
-        to_tflite(model, paths[kind], quantization=quantization,
-                  representative_data=calibration, overwrite=True)
+        to_tflite(model, paths[kind], representative_data=calibration,
+                  overwrite=True, **kwargs)
+        quality[f"tflite_{kind}"] = verify(paths[kind], model, x_test).nll_delta_pct
 
     pruned = keras_vae.models.mlp_vae((28, 28, 1), 16, seed=0)
     pruned.set_weights(model.get_weights())
@@ -77,9 +105,12 @@ def prepare(directory, epochs=2, prune_epochs=2):
                callbacks=[PruningCallback(ConstantSparsity(0.8, 0, frequency=8),
                                           block_size=(16, 1))])
     pruned = strip_pruning(pruned)
-    paths["pruned_int8"] = os.path.join(directory, "pruned_int8.tflite")
-    to_tflite(pruned, paths["pruned_int8"], quantization="int8",
-              representative_data=calibration, overwrite=True)
+    for kind, optimize_for in (("pruned_int8_dense", "latency"),
+                               ("pruned_int8_sparse", "size")):
+        paths[kind] = os.path.join(directory, f"{kind}.tflite")
+        to_tflite(pruned, paths[kind], representative_data=calibration,
+                  overwrite=True, optimize_for=optimize_for)
+        quality[f"tflite_{kind}"] = verify(paths[kind], pruned, x_test).nll_delta_pct
 
     def representative_dataset():
         for row in calibration:
@@ -92,15 +123,154 @@ def prepare(directory, epochs=2, prune_epochs=2):
         representative_dataset=representative_dataset,
         target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
     )
+    onnx_quality = export_onnx(model, directory, calibration, x_test, paths)
+    quality.update(onnx_quality)
     with open(os.path.join(directory, "paths.json"), "w") as handle:
         json.dump(paths, handle)
     sizes = {k: os.path.getsize(v) for k, v in paths.items()
-             if v.endswith(".tflite")}
-    return {"paths": paths, "bytes": sizes,
+             if v.endswith((".tflite", ".onnx"))}
+    gzip_sizes = {k: _gzip_size(v) for k, v in paths.items()
+                  if v.endswith((".tflite", ".onnx"))}
+    return {"paths": paths, "bytes": sizes, "gzip_bytes": gzip_sizes,
+            "nll_delta_pct": quality,
             "macs_per_image": reconstruct_macs(model),
             "kernel_sparsity_pruned": float(np.mean(
                 [np.mean(w == 0) for w in pruned.get_weights()
                  if w.ndim == 2]))}
+
+
+def _gzip_size(path):
+    import gzip
+
+    with open(path, "rb") as handle:
+        return len(gzip.compress(handle.read(), compresslevel=9, mtime=0))
+
+
+# ------------------------------------------------------------ ONNX Runtime
+def onnx_graph(model):
+    """The MLP VAE's `reconstruct` path as an ONNX model, same weights.
+
+    Built from the Keras Dense kernels with `onnx.helper` (MatMul + Add +
+    Relu, Sigmoid on the logits), the graph a converter would write, so
+    ONNX Runtime's quantizer sees plain MatMuls.
+    """
+    import keras
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    dense = [layer for part in (model.encoder, model.decoder)
+             for layer in part.layers
+             if isinstance(layer, keras.layers.Dense)
+             and "log_var" not in layer.name]
+    shape = tuple(model.input_spec_shape)
+    nodes = [helper.make_node("Flatten", ["x"], ["h0"], axis=1)]
+    weights = []
+    for i, layer in enumerate(dense):
+        kernel, bias = (keras.ops.convert_to_numpy(w) for w in layer.weights)
+        weights += [numpy_helper.from_array(kernel.astype(np.float32), f"w{i}"),
+                    numpy_helper.from_array(bias.astype(np.float32), f"b{i}")]
+        nodes += [helper.make_node("MatMul", [f"h{i}", f"w{i}"], [f"m{i}"]),
+                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"])]
+        last = i == len(dense) - 1
+        # No activation after the posterior mean; sigmoid after the logits.
+        op = "Sigmoid" if last else (
+            "Identity" if layer.name == "z_mean" else "Relu")
+        nodes.append(helper.make_node(op, [f"a{i}"],
+                                      ["flat"] if last else [f"h{i + 1}"]))
+    weights.append(numpy_helper.from_array(
+        np.array((-1, *shape), np.int64), "shape"))
+    nodes.append(helper.make_node("Reshape", ["flat", "shape"], ["x_mean"]))
+    graph = helper.make_graph(
+        nodes, "reconstruct",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, *shape])],
+        [helper.make_tensor_value_info("x_mean", TensorProto.FLOAT,
+                                       [None, *shape])],
+        initializer=weights,
+    )
+    onnx_model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx_model.ir_version = 9
+    onnx.checker.check_model(onnx_model)
+    return onnx_model
+
+
+def export_onnx(model, directory, calibration, x_test, paths):
+    """Float32, static int8 (QDQ) and dynamic int8 ONNX files; their NLL.
+
+    Quantized with ONNX Runtime's own tools: `quantize_static` (QDQ,
+    uint8 activations with MinMax ranges from the 500 calibration images,
+    int8 weights per channel with `reduce_range`, the setting ONNX
+    Runtime recommends for AVX2 CPUs without VNNI: its u8s8 kernels
+    multiply with `vpmaddubsw`, whose 16-bit sums saturate on full 8-bit
+    weights; with the defaults the NLL was +1.3% on MNIST-5k, with these
+    +0.6%) and `quantize_dynamic` (int8 weights, activation ranges per
+    batch at run time).
+    """
+    import keras
+    import numpy as np
+    import onnx
+
+    try:
+        import onnxruntime as ort
+        from onnxruntime import quantization
+    except ImportError:
+        print("onnxruntime is not installed (pip install -e .[bench]): "
+              "no ONNX Runtime rows", flush=True)
+        return {}
+
+    class Reader(quantization.CalibrationDataReader):
+        def __init__(self, rows):
+            self.rows = iter(rows)
+
+        def get_next(self):
+            row = next(self.rows, None)
+            return None if row is None else {"x": row[None]}
+
+    paths["onnx_float32"] = os.path.join(directory, "float32.onnx")
+    onnx.save(onnx_graph(model), paths["onnx_float32"])
+    paths["onnx_int8_static"] = os.path.join(directory, "int8_static.onnx")
+    quantization.quantize_static(
+        paths["onnx_float32"], paths["onnx_int8_static"], Reader(calibration),
+        quant_format=quantization.QuantFormat.QDQ, per_channel=True,
+        reduce_range=True, activation_type=quantization.QuantType.QUInt8,
+        weight_type=quantization.QuantType.QInt8)
+    paths["onnx_int8_dynamic"] = os.path.join(directory, "int8_dynamic.onnx")
+    quantization.quantize_dynamic(
+        paths["onnx_float32"], paths["onnx_int8_dynamic"],
+        weight_type=quantization.QuantType.QInt8)
+    likelihood = model.likelihood
+    z_mean, _ = model.posterior(x_test)
+    keras_nll = float(np.mean(keras.ops.convert_to_numpy(
+        likelihood.negative_log_prob(x_test, model.decoder_params(z_mean)))))
+    quality = {}
+    for kind in ONNX_KINDS:
+        session = ort.InferenceSession(paths[kind],
+                                       providers=["CPUExecutionProvider"])
+        mean = session.run(None, {"x": x_test})[0]
+        nll = float(np.mean(keras.ops.convert_to_numpy(
+            likelihood.negative_log_prob_from_mean(x_test, mean))))
+        quality[kind] = 100.0 * (nll - keras_nll) / keras_nll
+    return quality
+
+
+def onnx_runner(path, threads):
+    """`run(batch)` of an ONNX file with `threads` intra-op threads."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(path, options,
+                                   providers=["CPUExecutionProvider"])
+    outputs = ["x_mean"]
+
+    def run(value):
+        return session.run(outputs, {"x": value})[0]
+
+    return run
 
 
 def reconstruct_macs(model):
@@ -241,6 +411,9 @@ def measure(paths, threads, rounds=3, runs=1000, keras_runs=200,
             make = runtime.random_inputs(signature)
             fast[f"tflite_{kind}"] = (signature.run_raw, make(1),
                                       make(THROUGHPUT_BATCH))
+    for kind in ONNX_KINDS:
+        if kind in paths:
+            fast[kind] = (onnx_runner(paths[kind], threads), x1, x256)
 
     torch = train_speed.ensure_torch()
     torch.set_num_threads(threads)
@@ -381,6 +554,24 @@ def ratios(table, macs_per_image, threads, info=None, ceilings=None):
                                 scale * stats["max"] + shift]
 
     latency, throughput = "latency_median_us", "throughput_per_s"
+    # The default int8 file against the fastest int8 runtime measured: how
+    # much more time it takes per call (batch 1) or per image (batch 256).
+    int8 = [name for name in INT8_CANDIDATES if name in table]
+    fastest1 = min(int8, key=lambda name: med(name, latency))
+    fastest256 = max(int8, key=lambda name: med(name, throughput))
+    out["fastest_int8_batch1"], out["fastest_int8_batch256"] = (
+        fastest1, fastest256)
+    put("default_int8_slowdown_vs_fastest_batch1_pct",
+        _per_round(table, "tflite_int8", fastest1, latency), 100.0, -100.0)
+    put("default_int8_slowdown_vs_fastest_batch256_pct",
+        _per_round(table, fastest256, "tflite_int8", throughput), 100.0, -100.0)
+    if "tflite_pruned_int8_sparse" in table and "tflite_pruned_int8_dense" in table:
+        put("pruned_sparse_vs_dense_time_batch1",
+            _per_round(table, "tflite_pruned_int8_sparse",
+                       "tflite_pruned_int8_dense", latency))
+        put("pruned_sparse_vs_dense_time_batch256",
+            _per_round(table, "tflite_pruned_int8_dense",
+                       "tflite_pruned_int8_sparse", throughput))
     if "tflite_float32" in table:
         put("int8_vs_float32_batch1",
             _per_round(table, "tflite_float32", "tflite_int8", latency))

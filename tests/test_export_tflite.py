@@ -8,7 +8,12 @@ import pytest
 from backend_runner import run_with_backend
 
 import keras_vae
-from keras_vae.export import flatbuffer, read_tflite, to_tflite, verify
+from keras_vae.export import (
+    flatbuffer,
+    read_tflite,
+    to_tflite,
+    verify,
+)
 from keras_vae.export import tflite as tflite_module
 
 
@@ -189,11 +194,37 @@ def test_bad_arguments_raise_value_errors_naming_them(trained, data, tmp_path):
         to_tflite(trained, path, representative_data=data[0][:4, :4])
     with pytest.raises(ValueError, match="keras_vae.VAE"):
         to_tflite(trained.decoder, path, quantization="none")
+    with pytest.raises(ValueError, match="Received: optimize_for='speed'"):
+        to_tflite(trained, path, quantization="none", optimize_for="speed")
+    with pytest.raises(ValueError, match="Received: path=None"):
+        to_tflite(trained, None, quantization="none")
+    nan_data = np.full((4, 8, 8, 1), np.nan, "float32")
+    with pytest.raises(ValueError, match="NaN"):
+        to_tflite(trained, path, representative_data=nan_data)
     conditional = keras_vae.models.mlp_cvae((8, 8, 1), num_classes=3,
                                             latent_dim=2, hidden_units=(8,))
-    with pytest.raises(ValueError, match="Received: model of class CVAE"):
-        to_tflite(conditional, path, quantization="none")
+    with pytest.raises(ValueError, match="representative_data=\\(x, y\\)"):
+        to_tflite(conditional, path, representative_data=data[0][:8])
     assert os.listdir(tmp_path) == []
+
+
+def test_destination_is_checked_before_any_conversion(
+    trained, tmp_path, monkeypatch
+):
+    def never(*args, **kwargs):
+        raise AssertionError("converted before the destination was checked")
+
+    monkeypatch.setattr(tflite_module, "_convert", never)
+    blocker = tmp_path / "a_file"
+    blocker.write_bytes(b"not a folder")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        to_tflite(trained, str(blocker / "sub" / "m.tflite"),
+                  quantization="none")
+    monkeypatch.undo()
+    # A missing folder is created when the file is written.
+    path = tmp_path / "new" / "folder" / "m.tflite"
+    info = to_tflite(trained, path, quantization="none", signatures=("decode",))
+    assert os.path.exists(path) and info.num_bytes == os.path.getsize(path)
 
 
 @keras.saving.register_keras_serializable(package="keras_vae_tests")
@@ -242,18 +273,21 @@ def _zero_kernel_blocks(model, fraction, block_rows, seed=0):
         variable.assign((blocks * keep).reshape(kernel.shape))
 
 
-def test_pruned_model_is_written_sparse_when_smaller(data, tmp_path):
+def test_pruned_model_is_dense_for_latency_and_sparse_for_size(data, tmp_path):
     x, x_test = data
     model = keras_vae.models.mlp_vae((8, 8, 1), 4, hidden_units=(256,), seed=0)
     # 1x16 blocks in LiteRT's (units, inputs) layout: the encoding LiteRT
     # runs natively for int8 FULLY_CONNECTED.
     _zero_kernel_blocks(model, 0.8, block_rows=16)
     # The decoder alone shows the encoding choice at a third of the cost.
+    # The default (latency) keeps the dense encoding the fast kernels run.
     dense = to_tflite(model, os.path.join(tmp_path, "dense.tflite"),
-                      representative_data=x[:100], sparse=False,
-                      signatures=("decode",))
+                      representative_data=x[:100], signatures=("decode",))
     sparse = to_tflite(model, os.path.join(tmp_path, "sparse.tflite"),
-                       representative_data=x[:100], signatures=("decode",))
+                       representative_data=x[:100], signatures=("decode",),
+                       optimize_for="size")
+    assert dense.metadata["optimize_for"] == "latency"
+    assert sparse.metadata["optimize_for"] == "size"
     assert dense.sparse_tensors == 0 and not dense.metadata["sparse_encoding"]
     assert sparse.sparse_tensors > 0 and sparse.metadata["sparse_encoding"]
     assert sparse.num_bytes < 0.8 * dense.num_bytes
@@ -270,7 +304,8 @@ def test_randomly_pruned_model_stays_dense_when_sparse_gzips_larger(
     model = keras_vae.models.mlp_vae((8, 8, 1), 4, hidden_units=(256,), seed=0)
     _zero_kernel_blocks(model, 0.8, block_rows=1)
     info = to_tflite(model, os.path.join(tmp_path, "random.tflite"),
-                     representative_data=x[:100], signatures=("decode",))
+                     representative_data=x[:100], signatures=("decode",),
+                     optimize_for="size")
     assert info.metadata["kernel_sparsity"] == pytest.approx(0.8, abs=0.05)
     assert info.sparse_tensors == 0 and not info.metadata["sparse_encoding"]
 
@@ -297,7 +332,8 @@ def test_pruned_qat_model_exports_sparse_int8_from_its_trained_ranges(
     qat.compile(optimizer=keras.optimizers.Adam(1e-4))
     qat.fit(x[:256], epochs=1, batch_size=64, verbose=0)
     # No representative data: the ranges come from QAT.
-    info = to_tflite(qat, os.path.join(tmp_path, "pruned_qat.tflite"))
+    info = to_tflite(qat, os.path.join(tmp_path, "pruned_qat.tflite"),
+                     optimize_for="size")
     assert info.metadata["calibration"] == "quantization_aware_training"
     assert info.metadata["kernel_sparsity"] >= 0.75
     assert info.metadata["sparse_encoding"] and info.sparse_tensors > 0
@@ -329,3 +365,117 @@ def test_jax_trained_model_loads_on_tensorflow_and_exports(data, tmp_path):
     to_tflite(model, path, representative_data=data[0][:200])
     report = verify(path, model, data[1], max_nll_delta_pct=2.0)
     assert report.passed
+
+
+@pytest.fixture(scope="module")
+def labelled(data):
+    (x, y), (x_test, y_test) = keras_vae.datasets.load("digits")
+    return x, y, x_test[:128], y_test[:128]
+
+
+@pytest.fixture(scope="module")
+def trained_cvae(labelled):
+    x, y, _, _ = labelled
+    keras.utils.set_random_seed(0)
+    model = keras_vae.models.mlp_cvae((8, 8, 1), num_classes=10, latent_dim=4,
+                                      hidden_units=(32,), seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    model.fit(x[:1024], y[:1024], epochs=2, batch_size=64, verbose=0)
+    return model
+
+
+@pytest.mark.parametrize("mode", ["int8", "float16", "dynamic", "none"])
+def test_conditional_model_exports_label_signatures_in_every_mode(
+    mode, trained_cvae, labelled, tmp_path
+):
+    x, y, x_test, y_test = labelled
+    path = os.path.join(tmp_path, f"cvae_{mode}.tflite")
+    info = to_tflite(trained_cvae, path, quantization=mode,
+                     representative_data=(x[:200], y[:200]))
+    for name, data_input in (("encode", "x"), ("decode", "z"),
+                             ("reconstruct", "x")):
+        assert info.signatures[name]["inputs"] == {
+            data_input: "float32", "label": "int32"}
+    assert info.metadata["num_classes"] == 10
+    assert flatbuffer.dtype_problems(info, mode) == []
+    report = verify(path, trained_cvae, x_test, labels=y_test,
+                    max_nll_delta_pct=1.0 if mode == "int8" else 0.1)
+    assert report.passed
+    assert report.max_abs_error("decode") < (0.05 if mode == "int8" else 0.01)
+    # The label reaches the file: one code, two labels, two images.
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=path).get_signature_runner("decode")
+    z, labels = np.zeros((2, 4), "float32"), np.array([1, 7], "int32")
+    images = runner(z=z, label=labels)["x_mean"]
+    expected = keras.ops.convert_to_numpy(trained_cvae.decode(z, labels))
+    np.testing.assert_allclose(images, expected, atol=0.03)
+    assert np.abs(images[0] - images[1]).max() > 0.1
+    with pytest.raises(ValueError, match="labels=None"):
+        verify(path, trained_cvae, x_test)
+
+
+def test_conv_cvae_exports_full_int8_within_two_percent(labelled, tmp_path):
+    # The other builders: mlp_vae and conv_vae above, mlp_cvae in every
+    # mode, conv1d_vae in test_export_verify, the mixture prior in
+    # test_litert_runtime.
+    x, y, x_test, y_test = labelled
+    keras.utils.set_random_seed(0)
+    model = keras_vae.models.conv_cvae((8, 8, 1), num_classes=10, latent_dim=4,
+                                       filters=(8, 16), seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    model.fit(x[:1024], y[:1024], epochs=2, batch_size=64, verbose=0)
+    path = os.path.join(tmp_path, "conv_cvae.tflite")
+    info = to_tflite(model, path, representative_data=(x[:300], y[:300]))
+    assert flatbuffer.dtype_problems(info, "int8") == []
+    assert any(op.op == "TRANSPOSE_CONV" for op in info.ops)
+    report = verify(path, model, x_test, labels=y_test, max_nll_delta_pct=2.0)
+    assert abs(report.nll_delta_pct) < 2.0
+
+
+def test_mixture_prior_is_stored_and_decode_is_calibrated_on_it(
+    data, tmp_path, monkeypatch
+):
+    x, _ = data
+    keras.utils.set_random_seed(0)
+    model = keras_vae.models.mlp_vae((8, 8, 1), 2, hidden_units=(16,),
+                                     prior="mixture", seed=0)
+    # Components far from N(0, I): calibrating `decode` on N(0, I) samples
+    # would clip the codes the prior actually draws.
+    means = np.array([[6.0, -6.0]] * 5 + [[7.0, -5.0]] * 5, "float32")
+    model.prior.means.assign(means)
+    z = keras.ops.convert_to_numpy(model.prior.sample(256, 2, seed=1))
+
+    def decode_error(name):
+        path = os.path.join(tmp_path, f"{name}.tflite")
+        info = to_tflite(model, path, representative_data=x[:200],
+                         signatures=("decode",))
+        report = verify(path, model, x[:8], z=z)
+        return info, report.max_abs_error("decode")
+
+    info, error = decode_error("mixture")
+    prior = info.metadata["prior"]
+    assert prior["class_name"] == "MixtureOfGaussians"
+    np.testing.assert_allclose(prior["means"], means)
+    np.testing.assert_allclose(prior["scales"], np.ones((10, 2)), rtol=1e-6)
+    np.testing.assert_allclose(prior["weights"], np.full(10, 0.1), rtol=1e-6)
+    # The same export calibrated on N(0, I) codes instead of the prior's.
+    monkeypatch.setattr(
+        model.prior, "sample",
+        lambda n, d, seed=None: keras.random.normal((n, d), seed=seed))
+    _, standard_error = decode_error("standard_calibration")
+    assert error < 0.1 < standard_error
+
+
+def test_file_stores_a_sha256_of_its_own_bytes(files):
+    import hashlib
+
+    raw = open(files["int8"].path, "rb").read()
+    digest = files["int8"].metadata["sha256"]
+    field = f'"sha256": "{digest}"'.encode()
+    zeroed = raw.replace(field, b'"sha256": "' + b"0" * 64 + b'"')
+    assert hashlib.sha256(zeroed).hexdigest() == digest
+    assert files["int8"].checksum_problem is None
+    flipped = bytearray(raw)
+    flipped[len(raw) // 2] ^= 0x01
+    assert "changed or damaged" in read_tflite(bytes(flipped)).checksum_problem

@@ -4,7 +4,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_vae.compression import representative_arrays, representative_dataset
+from keras_vae.compression import (
+    representative_arrays,
+    representative_dataset,
+    representative_examples,
+)
 
 X = np.arange(20 * 3, dtype="float32").reshape(20, 3)
 
@@ -68,8 +72,30 @@ def test_representative_dataset_calibrates_a_tflite_conversion():
         (lambda: representative_arrays(tf.data.Dataset.from_tensor_slices(
             {"image": X}), 5), "dicts"),
         (lambda: representative_dataset(X, 5, signature="decode"), "input_name"),
+        (lambda: representative_arrays(np.where(X == 4, np.nan, X), 5), "NaN"),
+        (lambda: representative_arrays(tf.data.Dataset.from_tensor_slices(
+            np.full((4, 3), np.inf, "float32")), 5), "NaN or inf"),
+        (lambda: representative_dataset(np.full((4, 3), np.nan), 2), "NaN"),
+        (lambda: representative_examples((X, np.zeros(3)), 5), "one label"),
     ],
 )
 def test_bad_arguments_raise_value_error(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: (X, np.arange(20)),
+        lambda: tf.data.Dataset.from_tensor_slices((X, np.arange(20))).batch(6),
+        lambda: tf.data.Dataset.from_tensor_slices((X, np.arange(20))),
+    ],
+    ids=["pair", "batched-xy", "unbatched-xy"],
+)
+def test_examples_keep_their_labels_for_conditional_calibration(make):
+    x, y = representative_examples(make(), 13, input_shape=(3,))
+    np.testing.assert_array_equal(x, X[:13])
+    np.testing.assert_array_equal(y, np.arange(13))
+    x, y = representative_examples(X, 4)
+    assert y is None and len(x) == 4

@@ -24,8 +24,8 @@ def _check_num_samples(num_samples):
     return int(num_samples)
 
 
-def _features(element):
-    """The `x` of a dataset element `x`, `(x,)`, `(x, y)` or `(x, y, w)`."""
+def _split(element):
+    """`(x, y)` of a dataset element `x`, `(x,)`, `(x, y)` or `(x, y, w)`."""
     if isinstance(element, dict):
         raise ValueError(
             "Expected dataset elements `x` or `(x, y)`, not dicts; map the "
@@ -34,40 +34,82 @@ def _features(element):
             f"Received: element with keys={sorted(element)}"
         )
     if isinstance(element, (tuple, list)):
-        return element[0]
-    return element
+        return element[0], element[1] if len(element) > 1 else None
+    return element, None
 
 
-def representative_arrays(data, num_samples=DEFAULT_NUM_SAMPLES, input_shape=None):
-    """Up to `num_samples` examples of `data` as one float32 array.
+def _check_finite(array, name):
+    if not np.isfinite(array).all():
+        raise ValueError(
+            f"Calibration data `{name}` contains "
+            f"{int((~np.isfinite(array)).sum())} NaN or inf values; int8 "
+            "ranges calibrated on them would be meaningless. Clean the data "
+            f"first. Received: {name} with NaN/inf"
+        )
+    return array
+
+
+def _numeric(value, name, dtype):
+    try:
+        return np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"Expected `{name}` to hold numbers ({error}). "
+            f"Received: {name} of type {type(value).__name__}"
+        ) from None
+
+
+def representative_examples(
+    data, num_samples=DEFAULT_NUM_SAMPLES, input_shape=None
+):
+    """Up to `num_samples` examples of `data`, with their labels if any.
+
+    The conditional form of `representative_arrays`: `data` may also be a
+    pair `(x, y)` of arrays, or a dataset of `(x, y)` elements, and the
+    labels come back beside the examples.
 
     Args:
-        data: numpy array `(n, *shape)` or `tf.data.Dataset` of `x` or
-            `(x, y)` elements, batched or not.
+        data: array `(n, *shape)`, a pair `(x, y)` of arrays, or a
+            `tf.data.Dataset` of `x` or `(x, y)` elements, batched or not.
         num_samples: int > 0. How many examples to keep (the first ones).
         input_shape: tuple or None. Per-example shape; with it, a dataset
             is treated as batched when its elements have one more axis.
 
     Returns:
-        float32 numpy array of shape `(min(n, num_samples), *shape)`; pass
-        it as `representative_data` to `keras_vae.export.to_tflite`.
+        `(x, y)`: float32 array of `min(n, num_samples)` examples, and the
+        matching labels as a numpy array (None when `data` has none).
 
     Example:
 
     >>> import numpy as np
-    >>> from keras_vae.compression import representative_arrays
-    >>> representative_arrays(np.zeros((1000, 8, 8, 1)), 100).shape
-    (100, 8, 8, 1)
+    >>> from keras_vae.compression import representative_examples
+    >>> x, y = representative_examples((np.zeros((10, 4)), np.arange(10)), 3)
+    >>> x.shape, y.tolist()
+    ((3, 4), [0, 1, 2])
     """
     num_samples = _check_num_samples(num_samples)
-    if isinstance(data, (np.ndarray, list)):
-        array = np.asarray(data, dtype="float32")
-        if array.ndim == 0 or len(array) == 0:
+    if isinstance(data, tuple) and len(data) == 2 and not np.isscalar(data[0]):
+        x, y = (_numeric(data[0], "data", "float32"),
+                _numeric(data[1], "labels", None))
+        if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
             raise ValueError(
-                "Expected `data` to hold at least one example with a batch "
-                f"axis. Received: data with shape {array.shape}"
+                "Expected `data=(x, y)` with one label per example. "
+                f"Received: x of shape {x.shape}, y of shape {y.shape}"
             )
-        return array[:num_samples]
+    elif isinstance(data, (np.ndarray, list)):
+        x, y = _numeric(data, "data", "float32"), None
+    else:
+        x, y = _dataset_examples(data, num_samples, input_shape)
+    if x.ndim == 0 or len(x) == 0:
+        raise ValueError(
+            "Expected `data` to hold at least one example with a batch "
+            f"axis. Received: data with shape {x.shape}"
+        )
+    x = _check_finite(x[:num_samples], "data")
+    return x, (None if y is None else y[:num_samples])
+
+
+def _dataset_examples(data, num_samples, input_shape):
     try:
         import tensorflow as tf
     except ImportError as error:  # pragma: no cover - tensorflow is a dependency
@@ -77,21 +119,28 @@ def representative_arrays(data, num_samples=DEFAULT_NUM_SAMPLES, input_shape=Non
         ) from error
     if not isinstance(data, tf.data.Dataset):
         raise ValueError(
-            "Expected `data` to be a numpy array or a `tf.data.Dataset`. "
+            "Expected `data` to be a numpy array, a pair `(x, y)` of arrays "
+            "or a `tf.data.Dataset`. "
             f"Received: data of type {type(data).__name__}"
         )
-    spec = _features(data.element_spec)
+    spec, label_spec = _split(data.element_spec)
     if input_shape is not None:
         batched = len(spec.shape) == len(tuple(input_shape)) + 1
     else:
         # An unknown leading axis is a batch axis (`Dataset.batch`).
         batched = len(spec.shape) > 0 and spec.shape[0] is None
-    chunks, count = [], 0
+    chunks, labels, count = [], [], 0
     for element in data:
-        x = np.asarray(_features(element), dtype="float32")
+        x, y = _split(element)
+        x = _numeric(x, "data", "float32")
+        if y is not None:
+            y = np.asarray(y)
         if not batched:
             x = x[None]
+            y = None if y is None else y[None]
         chunks.append(x[: num_samples - count])
+        if y is not None:
+            labels.append(y[: len(chunks[-1])])
         count += len(chunks[-1])
         if count >= num_samples:
             break
@@ -100,7 +149,40 @@ def representative_arrays(data, num_samples=DEFAULT_NUM_SAMPLES, input_shape=Non
             "Expected `data` to yield at least one example. "
             "Received: an empty dataset"
         )
-    return np.concatenate(chunks)
+    y = np.concatenate(labels) if label_spec is not None and labels else None
+    return np.concatenate(chunks), y
+
+
+def representative_arrays(data, num_samples=DEFAULT_NUM_SAMPLES, input_shape=None):
+    """Up to `num_samples` examples of `data` as one float32 array.
+
+    Args:
+        data: numpy array `(n, *shape)` or `tf.data.Dataset` of `x` or
+            `(x, y)` elements, batched or not (labels are dropped; see
+            `representative_examples` to keep them).
+        num_samples: int > 0. How many examples to keep (the first ones).
+        input_shape: tuple or None. Per-example shape; with it, a dataset
+            is treated as batched when its elements have one more axis.
+
+    Returns:
+        float32 numpy array of shape `(min(n, num_samples), *shape)`; pass
+        it as `representative_data` to `keras_vae.export.to_tflite`.
+
+    Raises:
+        ValueError: for NaN or inf values, an empty input, or data that is
+            neither an array nor a dataset.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_vae.compression import representative_arrays
+    >>> representative_arrays(np.zeros((1000, 8, 8, 1)), 100).shape
+    (100, 8, 8, 1)
+    """
+    if isinstance(data, tuple):
+        # A tuple of images, not an `(x, y)` pair, in this labels-free form.
+        data = list(data)
+    return representative_examples(data, num_samples, input_shape)[0]
 
 
 def representative_dataset(

@@ -8,8 +8,10 @@ and how many bytes the weights take.
 
 import dataclasses
 import gzip
+import hashlib
 import json
 import os
+import re
 
 import numpy as np
 
@@ -33,6 +35,14 @@ DYNAMIC_MIN_ELEMENTS = 1024
 # Ops allowed to touch float tensors in a full-int8 file with float I/O: they
 # convert at the file's boundary.
 BOUNDARY_OPS = ("QUANTIZE", "DEQUANTIZE")
+# Signature inputs that carry class ids (conditional models), int32 in every
+# quantization mode.
+LABEL_INPUTS = ("label",)
+# Metadata key of the SHA-256 of the file, taken with this field's 64 hex
+# digits set to "0" (the file holds its own checksum).
+CHECKSUM_KEY = "sha256"
+_DIGITS = 64
+_CHECKSUM_FIELD = re.compile(rb'"sha256": "([0-9a-f]{64})"')
 
 
 def _schema():
@@ -92,6 +102,8 @@ class TFLiteFile:
         weight_bytes: dict. Dtype -> bytes of constant tensors.
         sparse_tensors: int. Constant tensors stored with sparse encoding.
         metadata: dict. The `keras_vae` metadata entry (empty if absent).
+        checksum_problem: str or None. Why the file's bytes do not match
+            the SHA-256 stored in its metadata (None when they do).
     """
 
     path: object
@@ -102,6 +114,7 @@ class TFLiteFile:
     weight_bytes: dict
     sparse_tensors: int
     metadata: dict
+    checksum_problem: object = None
 
     def op_table(self):
         """Rows `(op, input dtypes, output dtypes, count)`, all signatures."""
@@ -273,6 +286,7 @@ def read_tflite(path_or_bytes):
         weight_bytes=weight_bytes,
         sparse_tensors=sparse_tensors,
         metadata=metadata,
+        checksum_problem=checksum_problem(raw, metadata),
     )
 
 
@@ -340,7 +354,13 @@ def dtype_problems(tflite_file, quantization, int8_io=False):
         for key, entry in tflite_file.signatures.items():
             for direction in ("inputs", "outputs"):
                 for name, dtype in entry[direction].items():
-                    if dtype != expected:
+                    if direction == "inputs" and name in LABEL_INPUTS:
+                        if dtype != "int32":
+                            problems.append(
+                                f"signature `{key}` input `{name}` is "
+                                f"{dtype}, expected int32 class ids"
+                            )
+                    elif dtype != expected:
                         problems.append(
                             f"signature `{key}` {direction[:-1]} `{name}` is "
                             f"{dtype}, expected {expected} (int8_io={int8_io})"
@@ -368,22 +388,110 @@ def size_report(path):
 
 
 def add_metadata(model_bytes, name, payload):
-    """Return `model_bytes` with a JSON metadata entry `name` added."""
+    """Return `model_bytes` with the JSON metadata entry `name` set to `payload`.
+
+    An existing entry of that name is replaced, its buffer reused, so the
+    old payload does not stay in the file. No checksum is added: see
+    `set_metadata` for the `keras_vae` entry.
+    """
     schema = _schema()
     import flatbuffers
 
     model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
     data = np.frombuffer(json.dumps(payload, sort_keys=True).encode(), np.uint8)
-    buffer = schema.BufferT()
-    buffer.data = data
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name = name
-    entry.buffer = len(model.buffers) - 1
-    if model.metadata is None:
-        model.metadata = []
-    model.metadata = [m for m in model.metadata if m.name != name.encode() and m.name != name]
-    model.metadata.append(entry)
+    model.metadata = model.metadata or []
+    existing = [m for m in model.metadata if m.name in (name, name.encode())]
+    if existing:
+        buffer = model.buffers[existing[0].buffer]
+        buffer.data, buffer.offset, buffer.size = data, 0, 0
+        model.metadata = [m for m in model.metadata if m not in existing[1:]]
+    else:
+        buffer = schema.BufferT()
+        buffer.data = data
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name = name
+        entry.buffer = len(model.buffers) - 1
+        model.metadata.append(entry)
     builder = flatbuffers.Builder(len(model_bytes) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+def _checksum_field(digest):
+    return b'"' + CHECKSUM_KEY.encode() + b'": "' + digest + b'"'
+
+
+def checksum_problem(raw, metadata):
+    """Why `raw` does not match the SHA-256 in its metadata, or None.
+
+    The checksum covers every byte of the file (weights, graph, metadata),
+    taken with the 64 digits of the checksum field itself set to "0".
+
+    Args:
+        raw: bytes. The whole file.
+        metadata: dict. Its `keras_vae` metadata.
+
+    Returns:
+        str or None.
+    """
+    stored = metadata.get(CHECKSUM_KEY)
+    if not isinstance(stored, str) or not re.fullmatch(r"[0-9a-f]{64}", stored):
+        return (
+            "the metadata holds no SHA-256 of the file (written by an "
+            "older keras_vae or edited); re-export it with "
+            "keras_vae.export.to_tflite"
+        )
+    field = _checksum_field(stored.encode())
+    if raw.count(field) != 1:
+        return "the stored SHA-256 field is not found exactly once"
+    actual = hashlib.sha256(
+        raw.replace(field, _checksum_field(b"0" * _DIGITS))
+    ).hexdigest()
+    if actual != stored:
+        return (
+            f"the file's SHA-256 is {actual[:12]}..., the one stored at "
+            f"export is {stored[:12]}...: the file was changed or damaged "
+            "after export"
+        )
+    return None
+
+
+def stamp_checksum(model_bytes):
+    """Return `model_bytes` with the SHA-256 of the file in its metadata.
+
+    The `keras_vae` metadata must already hold a `"sha256"` field of 64
+    hex digits (any value, e.g. all "0"); it is set in place, so no offset
+    in the file moves.
+
+    Args:
+        model_bytes: bytes. A `.tflite` file with `keras_vae` metadata.
+    """
+    raw = bytes(model_bytes)
+    fields = _CHECKSUM_FIELD.findall(raw)
+    if len(fields) != 1:
+        raise ValueError(
+            "Expected exactly one `sha256` field of 64 hex digits in the "
+            "file's keras_vae metadata. "
+            f"Received: {len(fields)} such fields"
+        )
+    zeroed = raw.replace(_checksum_field(fields[0]),
+                         _checksum_field(b"0" * _DIGITS))
+    digest = hashlib.sha256(zeroed).hexdigest().encode()
+    return zeroed.replace(_checksum_field(b"0" * _DIGITS),
+                          _checksum_field(digest))
+
+
+def set_metadata(model_bytes, metadata):
+    """Return `model_bytes` with `metadata` as its checksummed keras_vae entry.
+
+    Replaces any `keras_vae` entry, adds a `"sha256"` field and stamps it
+    (see `stamp_checksum`). `keras_vae.export.to_tflite` writes every file
+    through it; use it to edit a file's metadata on purpose.
+
+    Args:
+        model_bytes: bytes. A `.tflite` file.
+        metadata: dict. JSON-serializable metadata.
+    """
+    payload = dict(metadata, **{CHECKSUM_KEY: "0" * _DIGITS})
+    return stamp_checksum(add_metadata(model_bytes, METADATA_NAME, payload))
