@@ -15,12 +15,10 @@ What is used, and why no public API does the job:
 - `Model._compile_config` (`set_compile_config`): `compile` records its
   arguments there for `.keras` files; keras-vae stores `"auto"` for the
   execution settings it resolves per `fit` call, so a loaded model chooses
-  again instead of inheriting one call's choice.
+  again instead of inheriting one call's choice, and the `metrics` it
+  computes itself (on the reconstruction) instead of passing to Keras.
 - `Model._initial_epoch` (`set_initial_epoch`): the hook through which
   `keras.callbacks.BackupAndRestore` itself tells `fit` where to resume.
-- `BackupAndRestore._current_epoch` / `_last_batch_seen`
-  (`backup_progress`): the position the Keras callback has reached, written
-  into our atomic checkpoint metadata.
 - `Model._distribute_strategy` (`model_distribute_strategy`): the strategy
   a model was built under; `tf.distribute.has_strategy()` only sees the
   current scope.
@@ -31,6 +29,12 @@ What is used, and why no public API does the job:
 - `Conv1D._compute_causal_padding` (`causal_padding`): the padding Keras
   applies for `padding="causal"`, reused by the quantized convolution so it
   computes exactly what the float layer does.
+- `Metric._direction` (`metric_direction`, `set_metric_direction`): whether
+  a metric is better higher ("up") or lower ("down"). Keras' own metrics
+  carry it and its `ModelCheckpoint`/`EarlyStopping` read it for
+  `mode="auto"`; there is no public accessor. keras-vae declares it on its
+  metrics (`elbo` up, the losses down) and reads it to resolve `mode="auto"`
+  of the callbacks given to `fit`.
 - `TFLiteConverter._experimental_disable_per_channel_quantization_for_dense_layers`
   (`set_per_tensor_dense_quantization`, TensorFlow, not Keras): the only
   switch for TF-MOT's per-tensor int8 scheme on Dense kernels.
@@ -104,11 +108,6 @@ def set_initial_epoch(model, epoch):
     model._initial_epoch = int(epoch)
 
 
-def backup_progress(callback):
-    """`(epoch, batch)` reached by a `keras.callbacks.BackupAndRestore`."""
-    return callback._current_epoch, callback._last_batch_seen
-
-
 def model_distribute_strategy(model):
     """The `tf.distribute` strategy `model` was built under, or None."""
     return getattr(model, "_distribute_strategy", None)
@@ -123,6 +122,21 @@ def producing_operation(tensor):
 def causal_padding(layer):
     """Padding of a `padding="causal"` convolution, as `ops.pad` takes it."""
     return layer._compute_causal_padding()
+
+
+def metric_direction(metric):
+    """`"up"`, `"down"` or None: whether `metric` is better higher or lower."""
+    return getattr(metric, "_direction", None)
+
+
+def set_metric_direction(metric, direction):
+    """Declare `metric` better when `"up"` (higher) or `"down"` (lower)."""
+    if direction not in ("up", "down"):
+        raise ValueError(
+            'Expected `direction` to be "up" or "down". '
+            f"Received: direction={direction!r}"
+        )
+    metric._direction = direction
 
 
 def set_per_tensor_dense_quantization(converter, per_tensor):

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from keras_vae import _validation
+from keras_vae import _validation, files
 
 
 def _pyplot():
@@ -30,11 +30,14 @@ def _to_images(array):
 
 
 def _save(fig, path):
-    directory = os.path.dirname(os.fspath(path))
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    _pyplot().close(fig)
+    # One atomic writer for every file (`keras_vae.files`): a whole PNG or
+    # none, never written through a symbolic link. Plots replace an older
+    # file of the same name, as before.
+    try:
+        files.save_figure(fig, path, overwrite=True, dpi=100,
+                          bbox_inches="tight")
+    finally:
+        _pyplot().close(fig)
     return os.fspath(path)
 
 
@@ -287,3 +290,125 @@ def latent_traversal(
         title=f"Latent traversal, each row one dimension from {-span:g} to {span:g}",
         row_titles=[f"z[{dim}]" for dim in dims],
     )
+
+
+def pareto(records, path, quality="negative_elbo", costs=("params", "latency_us"),
+           reference=None, title=None):
+    """Quality against cost of searched models, Pareto front marked, as a PNG.
+
+    One panel per cost. Every record is a grey point; the records no other
+    one beats on both axes of a panel (its two-objective Pareto front) are
+    joined by a line and labelled with their `architecture`. A `reference`
+    record (e.g. the default model, measured the same way) is a red star.
+    Lower is better on both axes; sizes and times are drawn on log axes.
+
+    Args:
+        records: list of dicts with the `quality` and `costs` keys, e.g.
+            `keras_vae.search.search(...).trials`.
+        path: str. Where to write the PNG.
+        quality: str. Key of the quality (lower is better).
+        costs: tuple of str. Keys of the costs, one panel each.
+        reference: dict or None. A record to compare with.
+        title: str or None.
+
+    Example:
+
+    >>> import keras_vae
+    >>> records = [{"negative_elbo": 120.0, "params": 1e6, "latency_us": 90.0,
+    ...             "architecture": "mlp 784-512-256-16"},
+    ...            {"negative_elbo": 125.0, "params": 2e5, "latency_us": 30.0,
+    ...             "architecture": "mlp 784-128-16"}]
+    >>> path = keras_vae.plotting.pareto(records, "/tmp/pareto.png")
+    """
+    from keras_vae.search import pareto_front
+
+    labels = {"negative_elbo": "test negative ELBO (nats)",
+              "iwae_nll": "test IWAE NLL (nats)", "params": "parameters",
+              "tflite_bytes": "int8 .tflite bytes",
+              "latency_us": "LiteRT int8 latency, batch 1 (us)"}
+    costs = (costs,) if isinstance(costs, str) else tuple(costs)
+    points = [r for r in records
+              if all(r.get(k) is not None for k in (quality, *costs))]
+    if not points:
+        raise ValueError(
+            f"No record has all of {(quality, *costs)}; pass search trials "
+            f"measured with these keys. Received: {len(records)} records"
+        )
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(costs), figsize=(6.0 * len(costs), 4.6),
+                             squeeze=False)
+    for axis, cost in zip(axes[0], costs):
+        axis.scatter([r[cost] for r in points], [r[quality] for r in points],
+                     s=18, color="0.6", label="trials")
+        front = pareto_front(points, (quality, cost))
+        axis.plot([r[cost] for r in front], [r[quality] for r in front],
+                  "o-", color="tab:blue", drawstyle="steps-post",
+                  label="Pareto front")
+        for r in front:
+            axis.annotate(r.get("architecture", r.get("trial_id", "")),
+                          (r[cost], r[quality]), fontsize=7,
+                          textcoords="offset points", xytext=(4, 4))
+        if reference is not None and reference.get(cost) is not None:
+            axis.scatter([reference[cost]], [reference[quality]], marker="*",
+                         s=180, color="tab:red", zorder=3,
+                         label=reference.get("architecture", "reference"))
+        axis.set_xscale("log")
+        axis.set_xlabel(labels.get(cost, cost))
+        axis.set_ylabel(labels.get(quality, quality))
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    fig.suptitle(title or "Architecture search: quality against cost "
+                 "(lower is better on both axes)")
+    return _save(fig, path)
+
+
+def learning_curves(curves, path, x_label="optimizer steps",
+                    y_label="test negative ELBO (nats)", title=None,
+                    reference=None):
+    """Lines of a metric against steps or time, one per run, as a PNG.
+
+    Args:
+        curves: dict. Name -> list of `(x values, y values)` pairs, one
+            per run; several runs (seeds) are drawn thin, with their mean
+            thick.
+        path: str. Where to write the PNG.
+        x_label: str. Horizontal axis title.
+        y_label: str. Vertical axis title.
+        title: str or None.
+        reference: dict or None. Name -> y value drawn as a dashed
+            horizontal line (e.g. the teacher's score).
+
+    Example:
+
+    >>> import keras_vae
+    >>> path = keras_vae.plotting.learning_curves(
+    ...     {"scratch": [([1, 2, 3], [150.0, 140.0, 135.0])]},
+    ...     "/tmp/curve.png")
+    """
+    plt = _pyplot()
+    fig, axis = plt.subplots(figsize=(6.5, 4.6))
+    colours = plt.get_cmap("tab10")
+    for index, (name, runs) in enumerate(curves.items()):
+        colour = colours(index % colours.N)
+        for xs, ys in runs:
+            axis.plot(xs, ys, color=colour, alpha=0.35 if len(runs) > 1 else 1,
+                      linewidth=1)
+        if len(runs) > 1:
+            length = min(len(ys) for _, ys in runs)
+            mean_x = np.mean([np.asarray(xs[:length], float)
+                              for xs, _ in runs], axis=0)
+            mean_y = np.mean([np.asarray(ys[:length], float)
+                              for _, ys in runs], axis=0)
+            axis.plot(mean_x, mean_y, color=colour, linewidth=2.2,
+                      label=f"{name} (mean of {len(runs)})")
+        else:
+            axis.lines[-1].set_label(name)
+    for index, (name, value) in enumerate((reference or {}).items()):
+        axis.axhline(value, linestyle="--", color=f"C{7 + index % 3}",
+                     label=name)
+    axis.set_xlabel(x_label)
+    axis.set_ylabel(y_label)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    axis.set_title(title or f"{y_label} against {x_label}")
+    return _save(fig, path)

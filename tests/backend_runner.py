@@ -6,7 +6,7 @@ import sys
 import textwrap
 
 
-def run_with_backend(code, backend="jax", timeout=300, cwd=None):
+def run_with_backend(code, backend="jax", timeout=1800, cwd=None):
     """Run `code` with `KERAS_BACKEND=backend`; return its stdout.
 
     Fails the calling test with the subprocess's stderr if it exits non-zero.

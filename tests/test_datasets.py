@@ -52,3 +52,48 @@ def test_to_dataset_batches_shuffles_and_keeps_labels():
     np.testing.assert_array_equal(pairs[0][1].numpy(), np.arange(5))
     with pytest.raises(ValueError, match="batch_size=0"):
         keras_vae.datasets.to_dataset(x, 0)
+
+
+def test_tensorflow_datasets_has_every_module_it_needs(tmp_path):
+    # Before a download, tfds finds its checksum files next to the builder's
+    # code (`code_path`), which imports importlib_resources: a module tfds
+    # needs without declaring it.
+    builder = tfds.builder("mnist", data_dir=str(tmp_path))
+    assert not builder.is_prepared()
+    assert str(builder.code_path).endswith("mnist.py")
+    assert any("mnist" in url for url in type(builder).url_infos)
+
+
+def test_offline_load_says_what_is_wrong_and_never_tries_to_download(
+    tmp_path, monkeypatch
+):
+    from keras_vae.datasets import tfds_loader
+
+    monkeypatch.setattr(tfds_loader, "network_reachable", lambda *a, **k: False)
+
+    def download(*args, **kwargs):
+        raise AssertionError("a download was attempted offline")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare",
+                        download)
+    with pytest.raises(DatasetUnavailableError) as info:
+        keras_vae.datasets.load("mnist", data_dir=str(tmp_path))
+    message = str(info.value)
+    assert f"not prepared in {tmp_path}" in message
+    assert "cannot reach the download server" in message
+    assert "no network access" in message
+    assert "'mnist5k'" in message and "data_dir" in message
+
+
+def test_a_missing_tfds_dependency_is_an_import_error_with_the_pip_line(
+    tmp_path, monkeypatch
+):
+    def load(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'importlib_resources'",
+                                  name="importlib_resources")
+
+    monkeypatch.setattr(tfds, "load", load)
+    with pytest.raises(ImportError, match="pip install importlib_resources") as info:
+        keras_vae.datasets.load("mnist", data_dir=str(tmp_path))
+    assert "internet" not in str(info.value)
+    assert "mnist5k" in str(info.value)

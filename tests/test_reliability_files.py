@@ -10,6 +10,7 @@ partial file and never replace one without `overwrite=True`.
 
 import os
 import sys
+import time
 
 import keras
 import numpy as np
@@ -217,3 +218,125 @@ def test_failed_export_keeps_the_existing_file_and_leaves_no_temporary(
         to_tflite(model, path, quantization="none", overwrite=True)
     assert open(path, "rb").read() == b"previous export"
     assert os.listdir(tmp_path) == ["vae.tflite"]
+
+
+def test_concurrent_writers_without_overwrite_exactly_one_succeeds(
+    tmp_path, monkeypatch
+):
+    import threading
+
+    writers, paths = 8, 5
+    FAULTS.append(f"{writers} concurrent writers x {paths} paths")
+    # The worst interleaving, made certain: every writer has passed its
+    # existence checks and reaches the final move (`os.link` or
+    # `os.replace`) before any of them makes it. Only a move that itself
+    # fails when the destination exists lets exactly one writer win.
+    barrier = threading.Barrier(writers, timeout=1800)
+    for name in ("link", "replace"):
+        move = getattr(os, name)
+
+        def synchronized(*args, move=move, **kwargs):
+            barrier.wait()
+            return move(*args, **kwargs)
+
+        monkeypatch.setattr(os, name, synchronized)
+    for index in range(paths):
+        path = str(tmp_path / f"report-{index}.json")
+        outcomes = []
+
+        def write(writer, path=path, outcomes=outcomes):
+            try:
+                with vae_files.atomic_write(path) as temporary:
+                    with open(temporary, "w") as handle:
+                        handle.write(f"writer {writer}")
+                outcomes.append(("ok", writer))
+            except FileExistsError:
+                outcomes.append(("refused", writer))
+
+        threads = [threading.Thread(target=write, args=(w,))
+                   for w in range(writers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        winners = [writer for outcome, writer in outcomes if outcome == "ok"]
+        assert len(outcomes) == writers
+        assert len(winners) == 1, (path, outcomes)
+        assert open(path).read() == f"writer {winners[0]}"
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        f"report-{index}.json" for index in range(paths))
+
+
+KILLED_WRITER = """
+import importlib.util, os, signal, sys
+spec = importlib.util.spec_from_file_location("files", sys.argv[1])
+files = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(files)
+with files.atomic_write(sys.argv[2]) as temporary:
+    open(temporary, "wb").write(b"half a mod")
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_writers_temporary_folder_is_removed_by_the_next_write(
+    tmp_path,
+):
+    import subprocess
+
+    path = tmp_path / "model.keras"
+    FAULTS.append("writer killed before its final move")
+    process = subprocess.run(
+        [sys.executable, "-c", KILLED_WRITER, vae_files.__file__, str(path)],
+        capture_output=True,
+    )
+    assert process.returncode == -9
+    leftovers = [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
+    assert len(leftovers) == 1 and not path.exists()
+    leftover = tmp_path / leftovers[0]
+    # A temporary folder of a live writer, and a user's file that only
+    # looks similar, are never touched.
+    live = tmp_path / f".tmp-{os.getppid()}-abcd1234"
+    live.mkdir()
+    (tmp_path / ".tmp-notes").write_text("mine")
+    # The killed writer's folder is removed once it has been left alone for
+    # longer than a writer can pause (ages are set, not waited for).
+    old = time.time() - 2 * vae_files.STALE_AFTER_WRITER_EXIT
+    for item in (leftover / "model.keras", leftover, live):
+        os.utime(item, (old, old))
+    vae_files.write_bytes(str(tmp_path / "other.bin"), b"x")
+    names = sorted(os.listdir(tmp_path))
+    assert leftover.name not in names
+    assert live.name in names and ".tmp-notes" in names
+    # Any folder of ours left unchanged for a day goes too.
+    day = time.time() - 2 * vae_files.STALE_AFTER
+    os.utime(live, (day, day))
+    vae_files.write_bytes(str(path), b"whole")
+    assert sorted(os.listdir(tmp_path)) == [
+        ".tmp-notes", "model.keras", "other.bin"]
+
+
+def test_writers_refuse_symbolic_links_and_paths_under_a_file(saved, tmp_path):
+    model, _, _, _ = saved
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    FAULTS.extend(["symlinked destination", "destination under a file"])
+    writers = {
+        "model.keras": lambda p, o: vae_files.save_model(model, p, overwrite=o),
+        "report.json": lambda p, o: vae_files.write_json(p, {"a": 1},
+                                                         overwrite=o),
+        "vae.tflite": lambda p, o: to_tflite(model, p, quantization="none",
+                                             overwrite=o),
+        "samples.png": lambda p, o: keras_vae.plotting.sample_grid(model, p),
+    }
+    for name, write in writers.items():
+        link = tmp_path / name
+        link.symlink_to(victim)
+        for overwrite in (False, True):
+            with pytest.raises(FileExistsError, match="symbolic link"):
+                write(str(link), overwrite)
+        assert link.is_symlink() and victim.read_bytes() == b"precious"
+        # A destination under a file fails before any work is done.
+        with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+            write(str(victim / "sub" / name), False)
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]

@@ -71,7 +71,9 @@ def wait_to_be_killed(marker):
     if marker == "raise":
         raise Interrupted()
     open(marker, "w").close()
-    time.sleep(120)
+    # Wait for SIGKILL however long the loaded test process takes to send
+    # it; the hour is only a safety net against an orphaned child.
+    time.sleep(3600)
     sys.exit("the test did not kill this process")
 
 
@@ -164,7 +166,8 @@ def kill_child(tmp_path, **env):
         [sys.executable, "-c", CHILD], env=environment,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    deadline = time.monotonic() + 240
+    # A safety net against a hung child, not a time limit on the test.
+    deadline = time.monotonic() + 1800
     while not os.path.exists(marker):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
@@ -343,3 +346,127 @@ def test_atomic_backup_restores_the_sampling_seed_state(tmp_path, digits):
     assert int(keras.ops.convert_to_numpy(second.optimizer.iterations)) == 4
     # The callback deletes its directory after a run that finished.
     assert not backup_dir.exists()
+
+
+def test_backup_refuses_a_folder_holding_files_it_did_not_write(tmp_path, digits):
+    (x, _), _ = digits
+    run = tmp_path / "runs" / "exp1"
+    run.mkdir(parents=True)
+    (run / "model.keras").write_bytes(b"the user's model")
+    FAULTS.append("backup_dir holding the user's model.keras")
+    with pytest.raises(ValueError, match="did not write") as info:
+        tiny_model().fit(x[:64], epochs=1, batch_size=32, verbose=0,
+                         callbacks=[AtomicBackupAndRestore(str(run))])
+    assert "'model.keras'" in str(info.value)
+    assert sorted(os.listdir(run)) == ["model.keras"]
+    assert (run / "model.keras").read_bytes() == b"the user's model"
+
+
+class AddUserFile(keras.callbacks.Callback):
+    """Saves a file of the user's into `directory` during training."""
+
+    def __init__(self, directory):
+        super().__init__()
+        self.directory = directory
+
+    def on_epoch_end(self, epoch, logs=None):
+        with open(os.path.join(self.directory, "notes.txt"), "w") as handle:
+            handle.write(f"epoch {epoch}")
+
+
+def test_backup_deletes_only_what_it_wrote(tmp_path, digits):
+    (x, _), _ = digits
+    # An empty folder it did not create: used, emptied, but kept.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    tiny_model().fit(x[:64], epochs=2, batch_size=32, verbose=0,
+                     callbacks=[AtomicBackupAndRestore(str(empty))])
+    assert empty.is_dir() and os.listdir(empty) == []
+    # A folder it created, where the user saved a file meanwhile: the
+    # checkpoints, metadata and marker go; the user's file and so the
+    # folder stay.
+    created = tmp_path / "created"
+    FAULTS.append("user file saved into the backup folder during fit")
+    tiny_model().fit(x[:64], epochs=2, batch_size=32, verbose=0,
+                     callbacks=[AtomicBackupAndRestore(str(created)),
+                                AddUserFile(str(created))])
+    assert sorted(os.listdir(created)) == ["notes.txt"]
+    # A folder it marked as its own in an interrupted run is taken again.
+    kept = tmp_path / "kept"
+    tiny_model().fit(x[:64], epochs=1, batch_size=32, verbose=0,
+                     callbacks=[AtomicBackupAndRestore(
+                         str(kept), delete_checkpoint=False)])
+    assert AtomicBackupAndRestore.MARKER in os.listdir(kept)
+    history = tiny_model().fit(
+        x[:64], epochs=2, batch_size=32, verbose=0,
+        callbacks=[AtomicBackupAndRestore(str(kept))])
+    assert len(history.history["loss"]) == 1  # resumed after epoch 1
+    assert not kept.exists()
+
+
+# A limit below this, on a loaded 2-core machine, fails a correct test.
+SAFETY_NET_SECONDS = 1800
+
+
+def _time_limits(tree):
+    """(line, what, seconds) of every numeric time limit in a parsed file."""
+    import ast
+
+    def number(node):
+        if isinstance(node, ast.Constant) and isinstance(
+            node.value, (int, float)
+        ) and not isinstance(node.value, bool):
+            return node.value
+        return None
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg and (
+            "timeout" in node.arg.lower()
+        ):
+            yield node.value.lineno, f"{node.arg}=", number(node.value)
+        elif isinstance(node, ast.keyword) and node.arg == "deadline":
+            # hypothesis: a per-example deadline must be switched off.
+            value = node.value
+            if not (isinstance(value, ast.Constant) and value.value is None):
+                yield value.lineno, "deadline=", 0
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            arguments = node.args.args + node.args.kwonlyargs
+            defaults = ([None] * (len(node.args.args) - len(node.args.defaults))
+                        + list(node.args.defaults) + list(node.args.kw_defaults))
+            for argument, default in zip(arguments, defaults):
+                if "timeout" in argument.arg.lower() and default is not None:
+                    yield default.lineno, f"default {argument.arg}", number(default)
+        elif isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name) and "TIMEOUT" in target.id:
+                    yield node.lineno, target.id, number(node.value)
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            # `time.monotonic() + N`: a deadline.
+            call = node.left
+            if (isinstance(call, ast.Call)
+                    and isinstance(call.func, ast.Attribute)
+                    and call.func.attr in ("monotonic", "time", "perf_counter")):
+                yield node.lineno, f"{call.func.attr}() + N", number(node.right)
+
+
+def test_time_limits_in_the_tests_are_generous_safety_nets():
+    import ast
+
+    directory = os.path.dirname(os.path.abspath(__file__))
+    short = []
+    for name in sorted(os.listdir(directory)):
+        if not name.endswith(".py"):
+            continue
+        with open(os.path.join(directory, name)) as handle:
+            tree = ast.parse(handle.read())
+        for line, what, seconds in _time_limits(tree):
+            if seconds is not None and seconds < SAFETY_NET_SECONDS:
+                short.append(f"{name}:{line} {what}{seconds}")
+    # The scan itself can fail: it finds the limits this module sets.
+    own = [limit for limit in _time_limits(ast.parse(
+        "run(timeout=5)\ndeadline = time.monotonic() + 9\n"))]
+    assert sorted(seconds for _, _, seconds in own) == [5, 9]
+    assert not short, (
+        "time limits a loaded machine can hit; make them safety nets of at "
+        f"least {SAFETY_NET_SECONDS} s or remove them: {short}"
+    )

@@ -239,6 +239,45 @@ def test_a_corrupt_later_batch_is_caught_and_training_can_continue(x_small):
     assert np.isfinite(history["loss"]).all()
 
 
+class PoisonAtBatch(keras.callbacks.Callback):
+    """Pushes the `z_mean` bias to 1e20 (KL overflows) when `batch` begins."""
+
+    def __init__(self, batch):
+        super().__init__()
+        self.batch = batch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == self.batch:
+            set_bias(self.model, "z_mean", 1e20)
+
+
+def test_several_steps_per_execution_report_the_range_and_restore_before_it(
+    x_small,
+):
+    # 4 steps per execution: Keras calls the batch hooks once per execution
+    # (begin with batch 4, end with batch 7), so the error can only name
+    # the execution's steps 5-8, and the weights restored must be those
+    # from before step 5, as the message says.
+    FAULTS.append("KL overflow in the second execution of 4 steps")
+    model = small_vae()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), steps_per_execution=4)
+    recorder = WeightRecorder()
+    with pytest.raises(NonFiniteLossError) as info:
+        model.fit(x_small, epochs=1, batch_size=16, shuffle=False, verbose=0,
+                  callbacks=[PoisonAtBatch(4), recorder, StopOnNonFinite()])
+    error = info.value
+    assert (error.first_step, error.step) == (5, 8)
+    assert (error.first_batch, error.batch) == (4, 7)
+    message = str(error)
+    assert "steps 5-8" in message and "batches 4-7" in message
+    assert "before step 5 were restored" in message
+    # Train begin, the end of the first execution (after step 4), then the
+    # end of the failed one (the recorder runs before the check).
+    assert len(recorder.history) == 3
+    assert_weights_equal(model.get_weights(), recorder.history[1])
+    assert int(model.optimizer.iterations.numpy()) == 4
+
+
 def test_diverging_run_on_jax_stops_with_last_good_weights():
     FAULTS.append("SGD learning rate 1e6 (JAX)")
     output = run_with_backend(
