@@ -2,6 +2,7 @@
 
 from keras_vae import (
     callbacks,
+    codec,
     datasets,
     export,
     files,
@@ -10,6 +11,7 @@ from keras_vae import (
     models,
     plotting,
     priors,
+    sample_quality,
     transfer,
 )
 from keras_vae.cvae import CVAE
@@ -21,6 +23,7 @@ __all__ = [
     "CVAE",
     "VAE",
     "callbacks",
+    "codec",
     "datasets",
     "export",
     "files",
@@ -29,5 +32,16 @@ __all__ = [
     "models",
     "plotting",
     "priors",
+    "sample_quality",
+    "search",
     "transfer",
 ]
+
+
+def __getattr__(name):
+    # `search` imports KerasTuner (about a second), so it loads on first use.
+    if name == "search":
+        import importlib
+
+        return importlib.import_module("keras_vae.search")
+    raise AttributeError(f"module 'keras_vae' has no attribute {name!r}")

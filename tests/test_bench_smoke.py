@@ -104,7 +104,7 @@ def test_litert_timing_and_memory_child_without_tensorflow(tiny_int8):
                                       warmup=2)
     assert 0 < row["latency_median_us"] <= row["latency_p95_us"]
     assert row["throughput_per_s"] > 0
-    record = _common.run_child("memory", ["--litert", tiny_int8], timeout=120)
+    record = _common.run_child("memory", ["--litert", tiny_int8], timeout=1800)
     assert record["tensorflow_imported"] is False
     assert record["peak_rss_mb"] >= record["import_only_peak_rss_mb"] > 0
 
@@ -250,7 +250,7 @@ def test_make_bench_installs_torch_extra_and_runs_run_py():
     assert "benchmarks/run.py" in makefile
     result = subprocess.run([sys.executable, os.path.join(BENCH_DIR, "run.py"),
                              "--help"], capture_output=True, text=True,
-                            timeout=60)
+                            timeout=1800)
     assert result.returncode == 0 and "--quick" in result.stdout
 
 
@@ -259,6 +259,5 @@ def test_bench_extra_pins_the_cpu_torch_wheel_outside_install_requires():
 
     config = configparser.ConfigParser()
     config.read(os.path.join(os.path.dirname(BENCH_DIR), "setup.cfg"))
-    assert config["options.extras_require"]["bench"].split() == [
-        "torch==2.13.0"]
+    assert "torch==2.13.0" in config["options.extras_require"]["bench"].split()
     assert "torch" not in config["options"]["install_requires"]

@@ -4,10 +4,12 @@ import keras
 
 from keras_vae.likelihoods.base import Likelihood
 from keras_vae.likelihoods.bernoulli import Bernoulli
+from keras_vae.likelihoods.discretized_logistic import DiscretizedLogistic
 from keras_vae.likelihoods.gaussian import Gaussian
 
 ALL_LIKELIHOODS = {
     "bernoulli": lambda: Bernoulli(),
+    "discretized_logistic": lambda: DiscretizedLogistic(),
     "gaussian": lambda: Gaussian(log_scale="fixed"),
     "gaussian_global": lambda: Gaussian(log_scale="global"),
     "gaussian_per_pixel": lambda: Gaussian(log_scale="per_pixel"),
@@ -19,6 +21,7 @@ def get(identifier):
 
     Args:
         identifier: str, dict or `Likelihood`. One of `"bernoulli"`,
+            `"discretized_logistic"` (8-bit pixels k / 255),
             `"gaussian"` (unit scale), `"gaussian_global"` (learned global
             log-scale), `"gaussian_per_pixel"` (learned per-dimension
             log-scale), a serialized likelihood, or an instance.
@@ -42,4 +45,4 @@ def get(identifier):
     )
 
 
-__all__ = ["Likelihood", "Bernoulli", "Gaussian", "get"]
+__all__ = ["Likelihood", "Bernoulli", "DiscretizedLogistic", "Gaussian", "get"]

@@ -71,6 +71,10 @@ class Gaussian(Likelihood):
     def mean(self, params):
         return params
 
+    def negative_log_prob_from_mean(self, x, mean):
+        """The Gaussian's parameter is its mean: same as `negative_log_prob`."""
+        return self.negative_log_prob(x, mean)
+
     def get_config(self):
         config = super().get_config()
         config.update(

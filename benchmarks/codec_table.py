@@ -1,0 +1,622 @@
+"""The VAE as a compressor on MNIST-5k, against the standard codecs.
+
+One run measures, on the 1,000 MNIST-5k test digits:
+
+- lossless, binarised (pixel > 127) and 8-bit: keras-vae bits-back (BB-ANS)
+  rate in bits per pixel from the Keras model and from its int8 `.tflite`
+  file through the TensorFlow-free runtime (every image restored bit for
+  bit), the model's own test negative ELBO in bits per pixel, and gzip,
+  bz2, lzma (raw bytes; packed bits for binary), PNG, JPEG-XL lossless
+  (per image and as one 40 x 25 sheet) and WebP lossless;
+- lossy, 8-bit: the rate-distortion curve (bits per image against PSNR
+  and SSIM) of keras-vae latent codes over a sweep of grid steps, and of
+  JPEG, WebP, AVIF and JPEG-XL over a sweep of quality settings, with the
+  bytes of each codec's smallest file (its container header and then
+  some) and where the curves cross;
+- throughput (images per second) of lossless compress and decompress.
+
+The two MLP VAEs (784-512-256, latent 32, Bernoulli on binarised digits
+and DiscretizedLogistic on 8-bit digits) are trained here with early
+stopping on 500 held-out training digits, and cached as
+`benchmarks/cache/codec_<name>_<settings hash>.keras` so a rerun only
+measures (delete the folder to retrain).
+
+    .venv/bin/python benchmarks/codec_table.py          # full run (make bench)
+    .venv/bin/python benchmarks/codec_table.py --quick --out-dir /tmp/codec
+    .venv/bin/python benchmarks/codec_table.py --render benchmarks/codec_table.json
+
+writes `codec_table.md`, `codec_table.json` and `codec_rd.png` in
+`--out-dir` (default `benchmarks/`), and the tables between the
+`codec_table` markers of README.md (full runs only). Needs the `bench`
+extra (imagecodecs, scikit-image).
+"""
+
+import argparse
+import bz2
+import datetime
+import gzip
+import hashlib
+import io
+import json
+import lzma
+import math
+import os
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "export"))
+
+import keras_vae
+from keras_vae import codec
+
+CACHE_DIR = os.path.join(HERE, "cache")
+README = os.path.join(REPO, "README.md")
+README_MARKERS = ("<!-- codec_table:start -->", "<!-- codec_table:end -->")
+PIXELS = 28 * 28
+SHEET = (25, 40)  # rows x columns of digits in one sheet image
+
+FULL = {
+    "num_test": 1000, "latent_dim": 32, "hidden_units": (512, 256),
+    "max_epochs": 600, "patience": 30, "validation": 500,
+    "batch_size": 128, "learning_rate": 1e-3, "seed": 0,
+    "steps": (3.0, 2.0, 1.5, 1.0, 0.75, 0.5, 0.35, 0.25, 0.15, 0.1, 0.05),
+    "qualities": (0, 1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95),
+    "precision": 10, "codec_batch_size": 128,
+}
+QUICK = dict(FULL, num_test=48, latent_dim=4, hidden_units=(32,),
+             max_epochs=2, patience=1, validation=64,
+             steps=(1.0, 0.25), qualities=(10, 50, 90))
+
+
+# ------------------------------------------------------------------ data
+def load_data(settings):
+    (x_train, _), (x_test, _) = keras_vae.datasets.load("mnist5k")
+    levels_train = np.rint(x_train * 255).astype(np.uint8)
+    levels_test = np.rint(x_test[: settings["num_test"]] * 255).astype(np.uint8)
+    return {
+        # Binarised MNIST: pixel > 127.
+        "binary_train": (levels_train > 127).astype("float32"),
+        "binary_test": levels_test > 127,
+        "levels_train": (levels_train / 255.0).astype("float32"),
+        "levels_test": levels_test,
+    }
+
+
+# ----------------------------------------------------------------- models
+def _settings_key(name, settings, likelihood):
+    keys = ("latent_dim", "hidden_units", "max_epochs", "patience",
+            "validation", "batch_size", "learning_rate", "seed")
+    # The likelihood's config too: a changed default retrains the model.
+    config = keras_vae.likelihoods.get(likelihood).get_config()
+    config.pop("name", None)
+    text = json.dumps([name, keras_vae.__version__, config,
+                       [settings[k] for k in keys]], default=str, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def trained_model(name, likelihood, x_train, settings, quick, log):
+    """Train (or load from the cache) the MLP VAE of `name`."""
+    path = os.path.join(CACHE_DIR, f"codec_{name}_{_settings_key(name, settings, likelihood)}.keras")
+    if not quick and os.path.exists(path):
+        log(f"{name}: cached model {os.path.relpath(path, REPO)}")
+        return keras_vae.files.load_model(path), {"cached": True}
+    keras.utils.set_random_seed(settings["seed"])
+    model = keras_vae.models.mlp_vae(
+        (28, 28, 1), latent_dim=settings["latent_dim"],
+        hidden_units=settings["hidden_units"], likelihood=likelihood,
+        seed=settings["seed"])
+    model.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"]))
+    order = np.random.default_rng(settings["seed"]).permutation(len(x_train))
+    validation = x_train[order[: settings["validation"]]]
+    train = x_train[order[settings["validation"]:]]
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=settings["patience"],
+        restore_best_weights=True)
+    start = time.perf_counter()
+    history = model.fit(train, validation_data=validation,
+                        epochs=settings["max_epochs"],
+                        batch_size=settings["batch_size"], callbacks=[stop],
+                        verbose=0)
+    info = {"cached": False, "epochs": len(history.history["loss"]),
+            "best_epoch": int(np.argmin(history.history["val_loss"])) + 1,
+            "train_seconds": time.perf_counter() - start}
+    log(f"{name}: trained {info['epochs']} epochs (best "
+        f"{info['best_epoch']}) in {info['train_seconds']:.0f} s")
+    if not quick:
+        os.makedirs(CACHE_DIR, exist_ok=True)
+        keras_vae.files.save_model(model, path, overwrite=True)
+    return model, info
+
+
+def negative_elbo_bpp(model, x, samples=20):
+    """Test negative ELBO in bits per pixel, averaged over noise draws."""
+    x = np.asarray(x, "float32")
+    values = []
+    for seed in range(samples):
+        terms = model.compute_terms(x, seed=seed)
+        values.append(float(np.mean(keras.ops.convert_to_numpy(
+            terms["reconstruction"] + terms["kl"]))))
+    return float(np.mean(values)) / (math.log(2.0) * PIXELS)
+
+
+# ----------------------------------------------------- standard codecs
+def _imagecodecs():
+    try:
+        import imagecodecs
+    except ImportError:
+        raise ImportError(
+            "benchmarks/codec_table.py compares with standard image codecs: "
+            "`pip install -e '.[bench]'` (imagecodecs, scikit-image)"
+        ) from None
+    return imagecodecs
+
+
+def sheet(images):
+    """The images tiled as one grey sheet of SHEET rows x columns."""
+    rows, columns = SHEET
+    count = rows * columns
+    padded = np.zeros((count, 28, 28), np.uint8)
+    padded[: len(images)] = images.reshape(-1, 28, 28)[:count]
+    return (padded.reshape(rows, columns, 28, 28).transpose(0, 2, 1, 3)
+            .reshape(rows * 28, columns * 28))
+
+
+def _png_1bit(image):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image > 0).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def lossless_codecs(images, binary):
+    """Total bytes of each standard lossless codec for `images` (n, 28, 28).
+
+    `images` are uint8 grey levels (0/255 for binarised data); `binary`
+    adds the codecs on packed bits and 1-bit PNG.
+    """
+    ic = _imagecodecs()
+    images = images.reshape(-1, 28, 28)
+    raw = (images > 127).astype(np.uint8).tobytes() if binary else images.tobytes()
+    results = {
+        "gzip (1 byte per pixel)": len(gzip.compress(raw, 9, mtime=0)),
+        "bz2 (1 byte per pixel)": len(bz2.compress(raw, 9)),
+        "lzma (1 byte per pixel)": len(lzma.compress(raw, preset=9 | lzma.PRESET_EXTREME)),
+    }
+    if binary:
+        packed = np.packbits(images > 127).tobytes()
+        results.update({
+            "gzip (packed bits)": len(gzip.compress(packed, 9, mtime=0)),
+            "bz2 (packed bits)": len(bz2.compress(packed, 9)),
+            "lzma (packed bits)": len(lzma.compress(
+                packed, preset=9 | lzma.PRESET_EXTREME)),
+        })
+    png = (_png_1bit if binary else (lambda a: ic.png_encode(a, level=9)))
+    big = sheet(images)
+
+    def rgb(image):
+        return np.repeat(image[..., None], 3, axis=-1)
+
+    per_image = {
+        "PNG": png,
+        "JPEG-XL lossless": lambda a: ic.jpegxl_encode(a, lossless=True, effort=9),
+        "WebP lossless": lambda a: ic.webp_encode(rgb(a), lossless=True, level=100),
+    }
+    for name, encode in per_image.items():
+        results[f"{name} (per image)"] = sum(len(encode(a)) for a in images)
+        results[f"{name} (one sheet)"] = len(encode(big))
+    return results
+
+
+LOSSY_CODECS = {
+    "JPEG": lambda ic, a, q: ic.jpeg8_encode(a, level=q),
+    "WebP": lambda ic, a, q: ic.webp_encode(np.repeat(a[..., None], 3, -1),
+                                            level=q, lossless=False),
+    # imagecodecs codes grey AVIF losslessly whatever the level: use RGB.
+    # Speed 6 (libavif's default is 0, 12x slower) changes sizes by <1%.
+    "AVIF": lambda ic, a, q: ic.avif_encode(np.repeat(a[..., None], 3, -1),
+                                            level=q, speed=6),
+    "JPEG-XL": lambda ic, a, q: ic.jpegxl_encode(a, level=q),
+}
+DECODERS = {
+    "JPEG": lambda ic, data: ic.jpeg8_decode(data),
+    "WebP": lambda ic, data: ic.webp_decode(data)[..., 0],
+    "AVIF": lambda ic, data: ic.avif_decode(data)[..., 0],
+    "JPEG-XL": lambda ic, data: ic.jpegxl_decode(data),
+}
+
+
+def quality_metrics(original, restored):
+    """Mean per-image PSNR (dB, peak 255) and SSIM of uint8 images."""
+    from skimage.metrics import structural_similarity
+
+    original = original.reshape(-1, 28, 28).astype(np.float64)
+    restored = restored.reshape(-1, 28, 28).astype(np.float64)
+    mse = np.mean((original - restored) ** 2, axis=(1, 2))
+    psnr = 10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))
+    ssim = [structural_similarity(a, b, data_range=255.0)
+            for a, b in zip(original, restored)]
+    return float(np.mean(psnr)), float(np.mean(ssim))
+
+
+def lossy_codec_curves(images, qualities, log):
+    """Bits per image, PSNR and SSIM of each lossy codec at each quality."""
+    ic = _imagecodecs()
+    images = images.reshape(-1, 28, 28)
+    blank = np.zeros((28, 28), np.uint8)
+    curves = {}
+    for name, encode in LOSSY_CODECS.items():
+        points = []
+        for quality in qualities:
+            files = [encode(ic, image, quality) for image in images]
+            restored = np.stack([
+                np.asarray(DECODERS[name](ic, data)).reshape(28, 28)
+                for data in files])
+            psnr, ssim = quality_metrics(images, restored)
+            points.append({
+                "quality": quality,
+                "bits_per_image": 8.0 * np.mean([len(f) for f in files]),
+                "psnr": psnr, "ssim": ssim,
+                "smallest_file_bytes": len(encode(ic, blank, quality)),
+            })
+        curves[name] = points
+        log(f"lossy {name}: {points[0]['bits_per_image']:.0f}-"
+            f"{points[-1]['bits_per_image']:.0f} bits per image")
+    return curves
+
+
+# --------------------------------------------------------------- keras-vae
+def _timed(function, *args, **kwargs):
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    return result, time.perf_counter() - start
+
+
+def bits_back(compress, decompress, x, header_of):
+    """Lossless stream of `x`: sizes, exactness and throughput."""
+    stream, seconds_in = _timed(compress, x)
+    restored, seconds_out = _timed(decompress, stream)
+    header = header_of(stream)
+    count = len(x)
+    net_bits = 8 * header["payload_bytes"] - header["startup_bits"]
+    return {
+        "exact": bool(np.array_equal(restored, x)
+                      and restored.dtype == x.dtype),
+        "total_bytes": len(stream),
+        "header_bytes": header["header_bytes"],
+        "startup_bits": header["startup_bits"],
+        "bpp_total": 8.0 * len(stream) / (count * PIXELS),
+        "bpp_net": net_bits / (count * PIXELS),
+        "compress_images_per_s": count / seconds_in,
+        "decompress_images_per_s": count / seconds_out,
+    }
+
+
+def keras_vae_lossy_curve(model, images, steps):
+    """Bits per image, PSNR and SSIM of latent codes at each grid step."""
+    points = []
+    for step in steps:
+        stream = codec.compress(model, images, mode="lossy", step=step,
+                                verbose=0)
+        restored = codec.decompress(model, stream, verbose=0)
+        psnr, ssim = quality_metrics(images, restored)
+        header = codec.describe(stream)
+        points.append({
+            "step": step, "bits_per_image": 8.0 * len(stream) / len(images),
+            "header_bytes": header["header_bytes"], "psnr": psnr,
+            "ssim": ssim,
+        })
+    return points
+
+
+def compare_curves(ours, theirs):
+    """keras-vae's bits against a codec's at equal PSNR, point by point.
+
+    Inside the codec's PSNR range its bits come from linear interpolation
+    on its curve (lower envelope); below that range the codec cannot make a
+    smaller file than its fewest bits, and above it needs more than its
+    most, so those bounds are compared instead. Crossings are the PSNRs
+    where the interpolated difference changes sign.
+    """
+    ordered = sorted(theirs, key=lambda p: p["psnr"])
+    psnrs = np.array([p["psnr"] for p in ordered])
+    bits = np.array([p["bits_per_image"] for p in ordered])
+    # More PSNR never costs fewer bits: keep the codec's lower envelope.
+    bits = np.minimum.accumulate(bits[::-1])[::-1]
+    points = []
+    for point in ours:
+        if point["psnr"] < psnrs[0]:
+            theirs_bits, how = float(bits.min()), "at least (its smallest files)"
+        elif point["psnr"] > psnrs[-1]:
+            theirs_bits, how = float(bits[-1]), "more than (its best quality)"
+        else:
+            theirs_bits = float(np.interp(point["psnr"], psnrs, bits))
+            how = "interpolated"
+        points.append({"psnr": point["psnr"], "ours": point["bits_per_image"],
+                       "theirs": theirs_bits, "how": how,
+                       "ratio": point["bits_per_image"] / theirs_bits})
+    inside = [p for p in points if p["how"] == "interpolated"]
+    crossings = []
+    for a, b in zip(inside, inside[1:]):
+        da, db = a["ours"] - a["theirs"], b["ours"] - b["theirs"]
+        if da * db < 0:
+            crossings.append(a["psnr"] + (b["psnr"] - a["psnr"]) * da / (da - db))
+    return {
+        "points": points,
+        "fewer_bits_everywhere": all(p["ratio"] < 1 for p in points),
+        "crossings_psnr": crossings,
+        "codec_psnr_range": [float(psnrs[0]), float(psnrs[-1])],
+        "codec_fewest_bits": float(bits.min()),
+    }
+
+
+# --------------------------------------------------------------------- run
+def run(quick=False, out_dir=HERE, log=print):
+    settings = QUICK if quick else FULL
+    data = load_data(settings)
+    results = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"),
+        "command": ("benchmarks/codec_table.py --quick" if quick
+                    else "benchmarks/codec_table.py"),
+        "settings": {k: list(v) if isinstance(v, tuple) else v
+                     for k, v in settings.items()},
+        "load_average_at_start": list(os.getloadavg()),
+        "lossless": {},
+    }
+    import litert_vae
+
+    core = litert_vae.codec_core()
+    models = {}
+    for name, likelihood, train_key, test_key in (
+            ("binary", "bernoulli", "binary_train", "binary_test"),
+            ("8bit", "discretized_logistic", "levels_train", "levels_test")):
+        model, info = trained_model(name, likelihood, data[train_key],
+                                    settings, quick, log)
+        models[name] = model
+        x = data[test_key]
+        network_input = (x / 255.0) if name == "8bit" else x
+        row = {"training": info,
+               "negative_elbo_bpp": negative_elbo_bpp(model, network_input)}
+        options = dict(batch_size=settings["codec_batch_size"],
+                       precision=settings["precision"], verbose=0)
+        row["keras"] = bits_back(
+            lambda a, model=model, options=options: codec.compress(
+                model, a, **options),
+            lambda s, model=model: codec.decompress(model, s, verbose=0),
+            x, codec.describe)
+        row["keras"]["ratio_to_negative_elbo"] = (
+            row["keras"]["bpp_net"] / row["negative_elbo_bpp"])
+        log(f"{name}: bits-back {row['keras']['bpp_net']:.4f} bits/pixel "
+            f"(negative ELBO {row['negative_elbo_bpp']:.4f}), exact="
+            f"{row['keras']['exact']}")
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, f"{name}_int8.tflite")
+            keras_vae.export.to_tflite(model, path,
+                                       representative_data=data[train_key][:500])
+            vae = litert_vae.LiteRTVAE(path)
+            row["int8_runtime"] = bits_back(
+                lambda a, vae=vae, options=options: litert_vae.compress(
+                    vae, a, **options),
+                lambda s, vae=vae: litert_vae.decompress(vae, s, verbose=0),
+                x, core.describe)
+            row["int8_file_bytes"] = os.path.getsize(path)
+        log(f"{name}: int8 runtime {row['int8_runtime']['bpp_net']:.4f} "
+            f"bits/pixel, exact={row['int8_runtime']['exact']}")
+        grey = np.where(x, 255, 0).astype(np.uint8) if name == "binary" else x
+        row["standard"] = {
+            codec_name: 8.0 * size / (len(x) * PIXELS)
+            for codec_name, size in lossless_codecs(grey, name == "binary").items()
+        }
+        best = min(row["standard"], key=row["standard"].get)
+        row["best_standard"] = {"codec": best, "bpp": row["standard"][best]}
+        log(f"{name}: best standard codec {best} {row['standard'][best]:.4f} "
+            "bits/pixel")
+        results["lossless"][name] = row
+    log("lossy ...")
+    images = data["levels_test"]
+    ours = keras_vae_lossy_curve(models["8bit"], images, settings["steps"])
+    curves = lossy_codec_curves(images, settings["qualities"], log)
+    results["lossy"] = {
+        "keras_vae": ours,
+        "codecs": curves,
+        "comparison": {name: compare_curves(ours, points)
+                       for name, points in curves.items()},
+    }
+    results["load_average_at_end"] = list(os.getloadavg())
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "codec_table.json"), "w") as handle:
+        json.dump(results, handle, indent=1)
+    markdown = to_markdown(results)
+    with open(os.path.join(out_dir, "codec_table.md"), "w") as handle:
+        handle.write(markdown)
+    plot(results, os.path.join(out_dir, "codec_rd.png"))
+    if not quick:
+        update_readme(markdown)
+    log(f"wrote {out_dir}/codec_table.md, codec_table.json, codec_rd.png")
+    return results
+
+
+# ------------------------------------------------------------ the report
+def _lossless_table(row, title):
+    keras_row, runtime = row["keras"], row["int8_runtime"]
+    lines = [
+        f"**{title}** (test negative ELBO of the model: "
+        f"{row['negative_elbo_bpp']:.4f} bits/pixel)",
+        "",
+        "| codec | bits/pixel |",
+        "|---|---|",
+        f"| **keras-vae bits-back, Keras model** (net of start-up bits) | "
+        f"**{keras_row['bpp_net']:.4f}** |",
+        f"| keras-vae bits-back, Keras model, whole file | "
+        f"{keras_row['bpp_total']:.4f} |",
+        f"| keras-vae bits-back, int8 `.tflite` runtime (net) | "
+        f"{runtime['bpp_net']:.4f} |",
+    ]
+    for name, value in sorted(row["standard"].items(), key=lambda kv: kv[1]):
+        lines.append(f"| {name} | {value:.4f} |")
+    ratio = keras_row["ratio_to_negative_elbo"]
+    best = row["best_standard"]
+    gap = keras_row["bpp_net"] / best["bpp"] - 1
+    lines += [
+        "",
+        f"Bits-back is {100 * (ratio - 1):+.2f}% from the negative ELBO "
+        f"({_elbo_verdict(ratio)})"
+        f"; start-up bits {keras_row['startup_bits']} (once per stream), "
+        f"header {keras_row['header_bytes']} bytes. Against the best "
+        f"standard codec ({best['codec']}, {best['bpp']:.4f}): "
+        f"{100 * gap:+.1f}% ({'keras-vae smaller' if gap < 0 else 'keras-vae larger'}). "
+        f"Every image restored bit for bit: Keras {keras_row['exact']}, "
+        f"int8 runtime {runtime['exact']}.",
+        "",
+    ]
+    return lines
+
+
+def _elbo_verdict(ratio):
+    if abs(ratio - 1) <= 0.015:
+        return "target within 1.5%: met"
+    if ratio < 1:
+        return ("below it by more than 1.5%: the code of the discretised "
+                "latents, capped at `precision` bits per dimension, is "
+                "shorter than the Gaussian ELBO")
+    return "target within 1.5%: missed"
+
+
+def to_markdown(results):
+    lines = [
+        "<!-- Written by benchmarks/codec_table.py; do not edit by hand. -->",
+        "",
+        f"Measured {results['date']} with `{results['command']}` "
+        f"({results['settings']['num_test']} MNIST-5k test digits; load "
+        f"average {results['load_average_at_start'][0]:.1f} at start, "
+        f"{results['load_average_at_end'][0]:.1f} at end).",
+        "",
+    ]
+    lossless = results["lossless"]
+    lines += _lossless_table(lossless["binary"], "Binarised MNIST (pixel > 127)")
+    lines += _lossless_table(lossless["8bit"], "8-bit MNIST")
+    lines += ["**Throughput** of lossless coding (images/s, one process)", "",
+              "| data | model | compress | decompress |", "|---|---|---|---|"]
+    for name in ("binary", "8bit"):
+        for key, label in (("keras", "Keras (TensorFlow)"),
+                           ("int8_runtime", "int8 LiteRT runtime")):
+            row = lossless[name][key]
+            lines.append(f"| {name} | {label} | "
+                         f"{row['compress_images_per_s']:.0f} | "
+                         f"{row['decompress_images_per_s']:.0f} |")
+    lossy = results["lossy"]
+    lines += ["", "**Lossy, 8-bit** (bits per image, mean PSNR and SSIM; "
+              "plot: `benchmarks/codec_rd.png`)", "",
+              "| keras-vae step | bits/image | PSNR (dB) | SSIM |",
+              "|---|---|---|---|"]
+    for point in lossy["keras_vae"]:
+        lines.append(f"| {point['step']:g} | {point['bits_per_image']:.1f} | "
+                     f"{point['psnr']:.2f} | {point['ssim']:.3f} |")
+    lines += ["", "| codec | bits/image (min-max over qualities) | PSNR range "
+              "(dB) | smallest file (bytes, blank image) | keras-vae at equal "
+              "PSNR | curves cross at (dB) |", "|---|---|---|---|---|---|"]
+    for name, points in lossy["codecs"].items():
+        comparison = lossy["comparison"][name]
+        bits = [p["bits_per_image"] for p in points]
+        psnr = [p["psnr"] for p in points]
+        smallest = min(p["smallest_file_bytes"] for p in points)
+        ratios = [p["ratio"] for p in comparison["points"]]
+        inside = sum(p["how"] == "interpolated" for p in comparison["points"])
+        verdict = (f"{'fewer' if max(ratios) < 1 else 'not always fewer'} bits "
+                   f"at every keras-vae point (ratio {min(ratios):.2f}-"
+                   f"{max(ratios):.2f}; {inside} of {len(ratios)} points "
+                   f"inside its PSNR range)")
+        crossings = ", ".join(f"{c:.1f}" for c in comparison["crossings_psnr"]) or "none"
+        lines.append(f"| {name} | {min(bits):.0f}-{max(bits):.0f} | "
+                     f"{min(psnr):.1f}-{max(psnr):.1f} | {smallest} | "
+                     f"{verdict} | {crossings} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def plot(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lossy = results["lossy"]
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for axis, metric in zip(axes, ("psnr", "ssim")):
+        ours = lossy["keras_vae"]
+        axis.plot([p["bits_per_image"] for p in ours], [p[metric] for p in ours],
+                  "o-", color="black", linewidth=2, label="keras-vae latent code")
+        for name, points in lossy["codecs"].items():
+            axis.plot([p["bits_per_image"] for p in points],
+                      [p[metric] for p in points], ".--", label=name)
+        axis.set_xscale("log")
+        axis.set_xlabel("bits per image (28 x 28, files as written)")
+        axis.set_ylabel("PSNR (dB)" if metric == "psnr" else "SSIM")
+        axis.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    figure.suptitle("Lossy compression of 8-bit MNIST-5k test digits")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def update_readme(markdown, readme=README):
+    """Replace the text between the codec_table markers of the README."""
+    with open(readme, encoding="utf-8") as handle:
+        text = handle.read()
+    start, end = README_MARKERS
+    if start not in text or end not in text:
+        return False
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    with open(readme, "w", encoding="utf-8") as handle:
+        handle.write(head + start + "\n" + markdown + end + tail)
+    return True
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny models and data (the smoke run)")
+    parser.add_argument("--out-dir", default=HERE)
+    parser.add_argument("--child", action="store_true",
+                        help="print a one-line JSON summary (benchmarks/run.py)")
+    parser.add_argument("--render", metavar="JSON",
+                        help="only rebuild the Markdown, the plot and the "
+                             "README tables from the JSON of a run")
+    args = parser.parse_args(argv)
+    if args.render:
+        with open(args.render) as handle:
+            results = json.load(handle)
+        markdown = to_markdown(results)
+        with open(os.path.join(args.out_dir, "codec_table.md"), "w") as handle:
+            handle.write(markdown)
+        plot(results, os.path.join(args.out_dir, "codec_rd.png"))
+        if "--quick" not in results["command"]:
+            update_readme(markdown)
+        return
+    results = run(args.quick, args.out_dir,
+                  log=(lambda *a: print(*a, file=sys.stderr)) if args.child
+                  else print)
+    if args.child:
+        print(json.dumps({
+            name: {"bpp_net": row["keras"]["bpp_net"],
+                   "negative_elbo_bpp": row["negative_elbo_bpp"],
+                   "best_standard": row["best_standard"]}
+            for name, row in results["lossless"].items()}))
+
+
+if __name__ == "__main__":
+    main()
