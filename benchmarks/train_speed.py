@@ -19,6 +19,16 @@ candidate:
   `jit_compile=False`) and `keras_vae_bf16` (keras-vae under the
   `mixed_bfloat16` dtype policy: mixed precision on this CPU).
 
+The conditional row (`--only cvae`) trains `keras_vae.models.mlp_cvae` on
+MNIST-5k images and their digit labels, fed numpy `(x, y)`, two ways:
+`cvae_keras_vae` with keras-vae's `compile` defaults (32 steps per
+execution, XLA, the fused path) and `cvae_keras_loop`, the same model
+through Keras' own loop as a plain `keras.Model` gets it on this CPU
+(`steps_per_execution=1`, `jit_compile=False`). It reports the steady
+speed-up and the whole `fit` wall time, compilation included.
+
+    .venv/bin/python benchmarks/train_speed.py --only cvae --epochs 20 --repeats 3
+
 Each run is a fresh child process, the candidates alternate within every
 repeat (A, B, C, A, B, C, ...) so that a busy machine slows all of them
 alike, and the report gives ratios of the same run. Per run: seconds per
@@ -50,6 +60,10 @@ LEARNING_RATE = 1e-3
 CANDIDATES = ("keras_vae", "reference_keras", "reference_keras_xla",
               "reference_torch", "keras_vae_jax")
 OPTIONAL_CANDIDATES = ("keras_vae_no_xla", "keras_vae_bf16")
+CVAE_CANDIDATES = ("cvae_keras_vae", "cvae_keras_loop")
+NUM_CLASSES = 10
+# The CVAE's target: keras-vae's defaults at least this much faster.
+CVAE_TARGET_SPEEDUP = 1.3
 # 20 epochs of 32 steps: past keras-vae's XLA threshold (500 steps), as
 # for any real training run, and enough for the test ELBOs to settle.
 DEFAULT_EPOCHS = 20
@@ -79,6 +93,13 @@ def load_data(train_size=None, test_size=None, dataset="mnist5k"):
     if test_size:
         x_test = x_test[:test_size]
     return x_train, x_test
+
+
+def load_labelled_data():
+    """MNIST-5k images (float32, [0, 1]) with their digit labels."""
+    import keras_vae
+
+    return keras_vae.datasets.load("mnist5k")
 
 
 def _steady(epoch_seconds):
@@ -129,6 +150,74 @@ def train_keras_vae(x_train, x_test, epochs, seed=0, batch_size=BATCH_SIZE,
         steps_per_execution=int(model.steps_per_execution),
         dtype_policy=keras.config.dtype_policy().name,
     )
+
+
+def train_cvae(epochs, seed=0, batch_size=BATCH_SIZE, keras_loop=False):
+    """The MLP CVAE on numpy `(x, y)`: keras-vae defaults or Keras' loop."""
+    import keras
+
+    import keras_vae
+
+    (x_train, y_train), (x_test, y_test) = load_labelled_data()
+    keras.utils.set_random_seed(seed)
+    model = keras_vae.models.mlp_cvae(
+        x_train.shape[1:], NUM_CLASSES, seed=seed, **ARCHITECTURE)
+    # Keras' own loop: what `keras.Model.compile` resolves to on a CPU
+    # (no XLA on CPU-only TensorFlow, one step per execution).
+    loop = dict(steps_per_execution=1, jit_compile=False) if keras_loop else {}
+    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), **loop)
+    timer = EpochTimer()
+    start = time.perf_counter()
+    model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size,
+              verbose=0, callbacks=[timer])
+    fit_seconds = time.perf_counter() - start
+    test = model.evaluate(x_test, y_test, batch_size=1000, verbose=0,
+                          return_dict=True)
+    return _record(
+        "cvae_keras_loop" if keras_loop else "cvae_keras_vae", timer.seconds,
+        len(x_train), test["elbo"], fit_seconds=fit_seconds,
+        fused="make_fused_train_function" in getattr(
+            model.train_function, "__qualname__", ""),
+        jit_compile=bool(model.jit_compile),
+        steps_per_execution=int(model.steps_per_execution),
+    )
+
+
+def benchmark_cvae(epochs=DEFAULT_EPOCHS, repeats=3, seed=0, log=print):
+    """The CVAE row: both ways alternately, ratios within each repeat."""
+    records = []
+    for repeat in range(repeats):
+        for name in CVAE_CANDIDATES:
+            record = run_candidate_in_child(name, epochs, seed=seed + repeat)
+            record["repeat"] = repeat
+            records.append(record)
+            log(f"  train {name:22s} repeat {repeat}: "
+                f"{record['samples_per_second']:8.0f} samples/s, fit "
+                f"{record['fit_seconds']:.1f} s (fused: {record['fused']}), "
+                f"test ELBO {record['test_elbo']:.1f}")
+    by_repeat = {}
+    for record in records:
+        by_repeat.setdefault(record["repeat"], {})[record["candidate"]] = record
+    speedups = [pair["cvae_keras_vae"]["samples_per_second"]
+                / pair["cvae_keras_loop"]["samples_per_second"]
+                for pair in by_repeat.values() if len(pair) == 2]
+    fit_ratios = [pair["cvae_keras_loop"]["fit_seconds"]
+                  / pair["cvae_keras_vae"]["fit_seconds"]
+                  for pair in by_repeat.values() if len(pair) == 2]
+    table = {}
+    for name in CVAE_CANDIDATES:
+        rows = [r for r in records if r["candidate"] == name]
+        table[name] = {
+            key: _common.summary([row[key] for row in rows])
+            for key in ("samples_per_second", "seconds_per_epoch",
+                        "fit_seconds", "first_epoch_extra_seconds",
+                        "test_elbo", "peak_rss_mb")
+        }
+    return {"epochs": epochs, "repeats": repeats, "batch_size": BATCH_SIZE,
+            "records": records, "candidates": table,
+            "speedup": _common.summary(speedups),
+            "fit_time_ratio": _common.summary(fit_ratios),
+            "target": CVAE_TARGET_SPEEDUP}
 
 
 def _epoch_timer_class():
@@ -371,6 +460,9 @@ def build_reference_torch(input_shape, latent_dim=16, hidden_units=(512, 256),
 def run_candidate(name, epochs, seed=0, train_size=None, batch_size=BATCH_SIZE,
                   dataset="mnist5k", compile_kwargs=None):
     """Train one candidate in this process and return its record."""
+    if name in CVAE_CANDIDATES:
+        return train_cvae(epochs, seed, batch_size,
+                          keras_loop=name == "cvae_keras_loop")
     x_train, x_test = load_data(train_size, dataset=dataset)
     if name in ("keras_vae", "keras_vae_jax"):
         return train_keras_vae(x_train, x_test, epochs, seed, batch_size,
@@ -392,7 +484,8 @@ def run_candidate(name, epochs, seed=0, train_size=None, batch_size=BATCH_SIZE,
         return train_reference_torch(x_train, x_test, epochs, seed, batch_size)
     raise ValueError(
         f"Unknown candidate. Expected one of "
-        f"{CANDIDATES + OPTIONAL_CANDIDATES}. Received: name={name!r}")
+        f"{CANDIDATES + OPTIONAL_CANDIDATES + CVAE_CANDIDATES}. "
+        f"Received: name={name!r}")
 
 
 def run_candidate_in_child(name, epochs, seed=0, train_size=None,
@@ -497,6 +590,7 @@ def profile_step(rounds=5, calls=20):
     import keras
     import numpy as np
     import tensorflow as tf
+    from keras import ops
 
     import keras_vae
 
@@ -538,7 +632,8 @@ def profile_step(rounds=5, calls=20):
     def forward_backward():
         with tf.GradientTape() as tape:
             terms = model.compute_terms(x, training=True)
-            loss = model._training_loss(terms, x, training=True)
+            loss = (ops.mean(terms["reconstruction"])
+                    + ops.mean(terms["kl"]))
         return tape.gradient(loss, variables)
 
     def adam():
@@ -610,12 +705,20 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES))
+    parser.add_argument("--only", choices=["cvae"], default=None,
+                        help="run only the conditional VAE row")
     parser.add_argument("--profile", action="store_true",
                         help="time the parts of one training step instead")
     args = parser.parse_args(argv)
     if args.profile:
         print(json.dumps(_common.run_child("train_speed", ["--profile"]),
                          indent=1))
+        return
+    if args.only == "cvae":
+        result = benchmark_cvae(args.epochs, args.repeats)
+        print(json.dumps({key: result[key] for key in
+                          ("candidates", "speedup", "fit_time_ratio",
+                           "target")}, indent=1))
         return
     result = benchmark(args.epochs, args.repeats, args.candidates)
     print(json.dumps(result["summary"], indent=1))

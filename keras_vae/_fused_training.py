@@ -70,8 +70,8 @@ def make_fused_train_function(model, batch_size, fallback):
     one_step = tf.function(step_logs, jit_compile=True, reduce_retracing=True)
 
     def zero_logs():
-        return {tracker.name: tf.zeros((), "float32")
-                for tracker in model.metrics}
+        return {metric.name: tf.zeros(tf.shape(metric.result()), "float32")
+                for metric in model.metrics}
 
     @tf.function(jit_compile=True)
     def run_full_batches(batches, count):
@@ -186,9 +186,10 @@ def make_fused_train_function(model, batch_size, fallback):
     return function
 
 
-# `fit` arguments the in-memory dataset path reproduces; any other (a
-# validation split, sample or class weights, positional arguments) keeps
-# Keras' own array handling.
+# `fit` options the in-memory dataset path reproduces; any other (a
+# validation split, a number of steps per epoch) keeps Keras' own array
+# handling. The arrays themselves (examples, labels, sample weights) are
+# validated numpy arrays prepared by `VAE.fit`.
 _DATASET_FIT_ARGUMENTS = frozenset({
     "batch_size", "epochs", "verbose", "callbacks", "shuffle",
     "initial_epoch", "validation_data", "validation_freq",
@@ -196,33 +197,34 @@ _DATASET_FIT_ARGUMENTS = frozenset({
 })
 
 
-def can_use_in_memory_dataset(x, y, args, kwargs):
-    """True when `fit(x, ...)` may train on `in_memory_dataset(x, ...)`."""
-    import numpy as np
-
+def can_use_in_memory_dataset(options):
+    """True when `fit(arrays, **options)` may use `in_memory_dataset`."""
     return (
-        isinstance(x, np.ndarray)
-        and y is None
-        and not args
-        and set(kwargs) <= _DATASET_FIT_ARGUMENTS
-        and kwargs.get("shuffle", True) in (True, False)
+        set(options) <= _DATASET_FIT_ARGUMENTS
+        and options.get("shuffle", True) in (True, False)
     )
 
 
-def in_memory_dataset(x, batch_size, shuffle=True, seed=None):
-    """Batches of a numpy array as a lean `tf.data.Dataset` of `(x,)`.
+def in_memory_dataset(arrays, batch_size, shuffle=True, seed=None):
+    """Batches of numpy arrays as a lean `tf.data.Dataset` of tuples.
 
-    The array becomes one tensor; each epoch draws a fresh permutation of
-    the example indices and every batch is one `gather`. The shuffling seed
-    is `seed`, or drawn from numpy's global generator, so that
-    `keras.utils.set_random_seed` makes the order reproducible. Unlike Keras' array adapter there is no parallel
-    map and no autotuning, whose helper threads compete with the training
-    step for the cores of a small machine; one batch is prefetched.
+    `arrays` is one array (the dataset yields `(x,)`) or a tuple of arrays
+    with the same number of examples, e.g. `(x, one_hot_labels)` or
+    `(x, labels, sample_weight)`, yielded as such. The arrays become
+    tensors; each epoch draws a fresh permutation of the example indices
+    and every batch is one `gather` per array. The shuffling seed is
+    `seed`, or drawn from numpy's global generator, so that
+    `keras.utils.set_random_seed` makes the order reproducible. Unlike
+    Keras' array adapter there is no parallel map and no autotuning, whose
+    helper threads compete with the training step for the cores of a small
+    machine; one batch is prefetched.
     """
     import numpy as np
     import tensorflow as tf
 
-    count = len(x)
+    if not isinstance(arrays, tuple):
+        arrays = (arrays,)
+    count = len(arrays[0])
     indices = tf.data.Dataset.range(count)
     if shuffle:
         if seed is None:
@@ -230,9 +232,10 @@ def in_memory_dataset(x, batch_size, shuffle=True, seed=None):
         indices = indices.shuffle(count, seed=seed,
                                   reshuffle_each_iteration=True)
     indices = indices.batch(batch_size)
-    data = tf.data.Dataset.from_tensors(tf.constant(x)).repeat()
+    data = tf.data.Dataset.from_tensors(
+        tuple(tf.constant(array) for array in arrays)).repeat()
     dataset = tf.data.Dataset.zip((indices, data)).map(
-        lambda index, array: (tf.gather(array, index),)
+        lambda index, tensors: tuple(tf.gather(t, index) for t in tensors)
     )
     options = tf.data.Options()
     options.autotune.enabled = False

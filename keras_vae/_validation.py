@@ -105,6 +105,166 @@ def as_float_array(x, name="x", expected_shape=None, likelihood=None):
     return array
 
 
+def is_symbolic(x):
+    """True for tensors without values: Keras symbolic, TF graph, JAX traced."""
+    import keras
+
+    if isinstance(x, keras.KerasTensor):
+        return True
+    module = type(x).__module__ or ""
+    if module.startswith("jax"):
+        import jax
+
+        return isinstance(x, jax.core.Tracer)
+    if module.startswith("tensorflow"):
+        import tensorflow as tf
+
+        return isinstance(x, tf.Tensor) and not hasattr(x, "numpy")
+    return False
+
+
+def is_array_like(x):
+    """True for data held in memory: numpy, lists, eager tensors, DataFrames.
+
+    Everything with `__array__` (TensorFlow and JAX arrays, pandas and
+    torch objects) counts; datasets, generators and `keras.utils.PyDataset`
+    do not (they stream batches).
+    """
+    if x is None or isinstance(x, (str, bytes)):
+        return False
+    if isinstance(x, (np.ndarray, np.generic, list, tuple, int, float)):
+        return True
+    return hasattr(x, "__array__") and not is_symbolic(x)
+
+
+def one_hot_labels(labels, num_examples, num_classes, name="labels"):
+    """Validate class labels and return them one-hot, float32.
+
+    Args:
+        labels: int (one class for all), integer ids `(n,)` or `(n, 1)` or
+            one-hot `(n, num_classes)`, in any array-like form.
+        num_examples: int. Number of examples the labels go with.
+        num_classes: int. Number of classes.
+        name: str. Argument name used in error messages.
+    """
+    if labels is None:
+        raise ValueError(
+            f"A conditional model needs class labels: pass `{name}` (integer "
+            f"ids in [0, {num_classes}) or one-hot of width {num_classes}), "
+            f"e.g. `model.fit(x, y)`. Received: {name}=None"
+        )
+    try:
+        array = np.asarray(labels)
+    except Exception:  # ragged lists and other non-arrays
+        raise ValueError(
+            f"Expected `{name}` to hold class ids or one-hot rows. "
+            f"Received: {name} of type {type(labels).__name__}"
+        ) from None
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise ValueError(
+            f"Expected `{name}` to hold class ids or one-hot numbers. "
+            f"Received: {name} with dtype={array.dtype}"
+        )
+    if np.issubdtype(array.dtype, np.complexfloating):
+        raise ValueError(
+            f"Expected `{name}` to hold real class ids. Received: {name} "
+            f"with dtype={array.dtype}"
+        )
+    if array.ndim == 0:
+        array = np.full((num_examples,), array)
+    one_hot_shape = (num_examples, num_classes)
+    if array.ndim == 2 and array.shape == one_hot_shape and num_classes > 1:
+        if not np.all((array == 0) | (array == 1)) or not np.all(
+            array.sum(-1) == 1
+        ):
+            raise ValueError(
+                f"One-hot `{name}` must hold a single 1 per row. "
+                f"Received: {name} with row sums in "
+                f"[{array.sum(-1).min()}, {array.sum(-1).max()}]"
+            )
+        return array.astype("float32")
+    if array.ndim == 2 and array.shape[-1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1 or len(array) != num_examples:
+        raise ValueError(
+            f"Expected `{name}` of shape ({num_examples},) with integer "
+            f"ids or ({num_examples}, {num_classes}) one-hot. "
+            f"Received: {name} of shape {array.shape}"
+        )
+    with np.errstate(invalid="ignore"):
+        integral = np.all(np.mod(array, 1) == 0)
+    if not integral or array.min() < 0 or array.max() >= num_classes:
+        raise ValueError(
+            f"Expected integer `{name}` in [0, {num_classes}). "
+            f"Received: {name} with min={array.min()}, max={array.max()}"
+        )
+    return np.eye(num_classes, dtype="float32")[array.astype("int64")]
+
+
+def sample_weights(sample_weight, num_examples, name="sample_weight"):
+    """Validate per-example weights: `(n,)` or `(n, 1)`, finite, >= 0.
+
+    Returns:
+        float32 numpy array `(n,)`.
+    """
+    try:
+        array = np.asarray(sample_weight)
+    except Exception:  # ragged lists and other non-arrays
+        array = np.asarray([None])
+    if not (np.issubdtype(array.dtype, np.integer)
+            or np.issubdtype(array.dtype, np.floating)
+            or array.dtype == bool):
+        raise ValueError(
+            f"Expected `{name}` to hold one real weight per example. "
+            f"Received: {name} of type {type(sample_weight).__name__}"
+        )
+    if array.ndim == 2 and array.shape[-1] == 1:
+        array = array[:, 0]
+    if array.shape != (num_examples,):
+        raise ValueError(
+            f"Expected `{name}` of shape ({num_examples},): one weight per "
+            f"example. Received: {name} of shape {array.shape}"
+        )
+    array = array.astype("float32")
+    if not np.isfinite(array).all() or (array < 0).any():
+        raise ValueError(
+            f"Expected finite `{name}` >= 0. Received: {name} with "
+            f"min={array.min()}, max={array.max()}"
+        )
+    return array
+
+
+def class_sample_weights(class_weight, one_hot, name="class_weight"):
+    """Per-example weights `(n,)` from `{class id: weight}` and one-hot labels.
+
+    Classes missing from `class_weight` weigh 1.
+    """
+    num_classes = one_hot.shape[-1]
+    if not isinstance(class_weight, dict):
+        raise ValueError(
+            f"Expected `{name}` to be a dict {{class id: weight}}. "
+            f"Received: {name}={class_weight!r:.80}"
+        )
+    table = np.ones((num_classes,), "float32")
+    for key, value in class_weight.items():
+        if isinstance(key, (bool, np.bool_)) or not isinstance(
+                key, (int, np.integer)) or not 0 <= key < num_classes:
+            raise ValueError(
+                f"Expected `{name}` keys to be class ids in [0, "
+                f"{num_classes}). Received: {name} with key {key!r}"
+            )
+        table[int(key)] = check_non_negative(value, f"{name}[{key}]")
+    return one_hot @ table
+
+
+def check_positive_number(value, name):
+    """Raise unless `value` is a finite number > 0 (e.g. a learning rate)."""
+    number = check_non_negative(value, name)
+    if number == 0:
+        raise ValueError(f"Expected `{name}` > 0. Received: {name}={value!r}")
+    return number
+
+
 def check_non_negative(value, name):
     """Raise unless `value` is a finite number >= 0."""
     try:

@@ -22,6 +22,7 @@ from keras import ops
 
 from keras_vae import _validation
 from keras_vae.priors.base import gaussian_log_density
+from keras_vae.sample_quality import fid, kid
 
 
 def _prepare(model, x, labels):
@@ -237,7 +238,9 @@ def reconstruction_error(model, x, labels=None, batch_size=500):
 __all__ = [
     "active_units",
     "elbo",
+    "fid",
     "iwae_nll",
+    "kid",
     "posterior_mean_variance",
     "reconstruction_error",
 ]

@@ -15,6 +15,8 @@ Example:
 
 import keras
 
+from keras_vae import _validation
+
 
 def _weighted_layers(model):
     """Layers that own weights, in order, looking inside nested models."""
@@ -100,13 +102,15 @@ def fine_tune(
         x: new training data (array or `tf.data.Dataset`).
         y: labels for a `CVAE`, else None.
         trainable_layers: see `freeze_encoder`.
-        learning_rate: float. Adam learning rate.
+        learning_rate: float > 0. Adam learning rate.
         epochs: int. Epochs of fine-tuning.
         **fit_kwargs: passed to `model.fit` (`batch_size`, `callbacks`, ...).
 
     Returns:
         The `History` of the fine-tuning `fit`.
     """
+    learning_rate = _validation.check_positive_number(
+        learning_rate, "learning_rate")
     freeze_encoder(model, trainable_layers)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate))
     return model.fit(x, y, epochs=epochs, **fit_kwargs)

@@ -135,7 +135,7 @@ def test_family_trains_saves_and_loads_on_jax(tmp_path):
             done.append(name)
         print(json.dumps(done))
         """,
-        timeout=400,
+        timeout=1800,
     )
     assert json.loads(out.strip().splitlines()[-1]) == sorted(FAMILY)
 

@@ -188,3 +188,33 @@ def test_a_distribution_strategy_keeps_keras_loop(always_xla):
     assert "make_fused_train_function" not in (
         model.train_function.__qualname__
     )
+
+
+def test_cvae_on_numpy_labels_takes_the_fused_path(always_xla):
+    x = _data(200)
+    labels = np.arange(200) % 3
+    results = {}
+    for name, compile_kwargs in (
+        ("fused", {}),
+        ("keras", dict(jit_compile=True, steps_per_execution=32)),
+    ):
+        keras.utils.set_random_seed(0)
+        model = keras_vae.models.mlp_cvae((8, 8, 1), 3, latent_dim=2,
+                                          hidden_units=(16,), seed=0)
+        model.compile(optimizer="adam", **compile_kwargs)
+        if name == "fused":
+            # The defaults of VAE.compile, as for an unconditional model.
+            model.fit(x, labels, batch_size=16, epochs=2, shuffle=False,
+                      verbose=0)
+            assert model.steps_per_execution == 32 and model.jit_compile
+            assert "make_fused_train_function" in (
+                model.train_function.__qualname__)
+        else:
+            one_hot = np.eye(3, dtype="float32")[labels]
+            model.fit(_fused_training.in_memory_dataset(
+                (x, one_hot), 16, shuffle=False), epochs=2, verbose=0)
+        # 200 examples in batches of 16: 12 full ones and one of 8.
+        assert int(model.optimizer.iterations) == 2 * 13
+        results[name] = _weights(model)
+    for a, b in zip(results["fused"], results["keras"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -72,3 +72,23 @@ def test_unknown_likelihood_name_is_a_clear_error():
 def test_bernoulli_refuses_data_outside_unit_interval():
     with pytest.raises(ValueError, match=r"\[0, 1\].*max=255"):
         Bernoulli().validate_data(np.array([[0.0, 255.0]]))
+
+
+def test_bernoulli_from_probabilities_matches_the_logits_form(rng):
+    x = rng.uniform(size=(8, 5, 5, 1)).astype("float32")
+    logits = rng.normal(scale=3.0, size=x.shape).astype("float32")
+    probabilities = 1.0 / (1.0 + np.exp(-logits.astype("float64")))
+    likelihood = Bernoulli(from_logits=False)
+    np.testing.assert_allclose(
+        np.asarray(likelihood.negative_log_prob(x, probabilities.astype("float32"))),
+        bernoulli_nll_float64(x, logits), rtol=1e-4)
+    np.testing.assert_array_equal(np.asarray(likelihood.mean(probabilities)),
+                                  probabilities)
+    # Saturated probabilities stay finite (clipped before the logs).
+    edge = np.asarray(likelihood.negative_log_prob(
+        np.array([[1.0, 0.0]], "float32"), np.array([[0.0, 1.0]], "float32")))
+    assert np.isfinite(edge).all()
+    clone = keras_vae.likelihoods.get(keras.saving.serialize_keras_object(likelihood))
+    assert clone.from_logits is False
+    with pytest.raises(ValueError, match="from_logits"):
+        Bernoulli(from_logits="no")

@@ -51,3 +51,35 @@ def test_builders_pass_shared_checks(builder, kwargs, tmp_path, rng):
 def test_conv_vae_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         keras_vae.models.conv_vae(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "builder,kwargs,match",
+    [
+        (keras_vae.models.conv_vae, {"input_shape": (8.9, 8, 1)}, "input_shape"),
+        (keras_vae.models.mlp_vae, {"input_shape": (8.0, 8)}, "input_shape"),
+        (keras_vae.models.mlp_vae, {"input_shape": (8, 8), "hidden_units": (2.5,)},
+         "hidden_units"),
+        (keras_vae.models.mlp_vae, {"input_shape": (8, 8), "latent_dim": 2.0},
+         "latent_dim"),
+        (keras_vae.models.conv1d_vae, {"input_shape": (16, 1), "filters": (4, 8.5)},
+         "filters"),
+        (keras_vae.models.mlp_cvae, {"input_shape": (True, 8), "num_classes": 2},
+         "input_shape"),
+    ],
+)
+def test_builders_refuse_non_integer_sizes_instead_of_truncating(builder, kwargs,
+                                                               match):
+    with pytest.raises(ValueError, match=match):
+        builder(**kwargs)
+
+
+def test_builders_take_numpy_integers_as_integers():
+    model = keras_vae.models.conv_vae(
+        tuple(np.int64(d) for d in (8, 8, 1)), latent_dim=np.int64(4),
+        filters=(np.int32(4),))
+    assert model.latent_dim == 4 and model.input_spec_shape == (8, 8, 1)
+    model = keras_vae.models.mlp_cvae(np.array([8, 8]), np.int64(3),
+                                      latent_dim=np.int32(2),
+                                      hidden_units=np.array([8]))
+    assert model.latent_dim == 2 and model.num_classes == 3

@@ -13,6 +13,7 @@ with the `/ 255` fix in the message. Examples are bounded
 
 import os
 import sys
+from functools import partial
 
 import keras
 import numpy as np
@@ -390,3 +391,192 @@ def test_cvae_dataset_without_labels_and_batch_size_zero_are_refused(cvae):
     assert_clear_error(info.value, "batch_size")
     history = cvae.fit(x, np.arange(6) % 3, batch_size=3, verbose=0).history
     assert np.isfinite(history["loss"]).all()
+
+
+# ------------------------------------------------- every form of input data
+class _ArrayLike:
+    """A table with `__array__`, as pandas DataFrames and Series are."""
+
+    def __init__(self, values):
+        self.values = np.asarray(values)
+
+    def __array__(self, dtype=None, copy=None):
+        return self.values if dtype is None else self.values.astype(dtype)
+
+
+def _array_forms(values):
+    forms = {"list": values.tolist(), "tf.Tensor": tf_constant(values),
+             "__array__": _ArrayLike(values)}
+    try:
+        import pandas
+
+        if values.ndim == 2:
+            forms["DataFrame"] = pandas.DataFrame(values)
+    except ImportError:  # pandas is optional; `__array__` stands in for it
+        pass
+    return forms
+
+
+def tf_constant(values):
+    import tensorflow as tf
+
+    return tf.constant(values)
+
+
+def test_every_array_form_is_checked_like_numpy(model, cvae):
+    flat = keras_vae.models.mlp_vae((6,), latent_dim=LATENT, hidden_units=(8,),
+                                    seed=0)
+    flat.compile(optimizer="adam")
+    good = np.random.default_rng(0).uniform(size=(6, 6)).astype("float32")
+    for form in _array_forms(good).values():
+        assert_finite(*flat.encode(form), flat.reconstruct(form))
+        assert np.isfinite(flat.evaluate(form, verbose=0, return_dict=True)
+                           ["loss"])
+    images = np.full((6, *SHAPE), 0.5, "float32")
+    defects = {"nan": np.where(np.arange(6)[:, None, None, None] == 4, np.nan,
+                               images),
+               "255": images * 255.0, "shape": images.reshape(6, 64)}
+    for defect, values in defects.items():
+        for form_name, form in _array_forms(values).items():
+            calls = (partial(model.fit, form, verbose=0),
+                     partial(model.evaluate, form, verbose=0),
+                     partial(model.predict, form, verbose=0),
+                     partial(model.encode, form), partial(model.reconstruct, form),
+                     partial(cvae.fit, form, np.arange(6) % 3, verbose=0))
+            for call in calls:
+                with pytest.raises(ValueError) as info:
+                    call()
+                assert_clear_error(info.value, "x")
+            TRIED.setdefault("array forms", set()).add(f"{form_name}/{defect}")
+    bad_codes = np.full((6, LATENT), np.inf, "float32")
+    for form in _array_forms(bad_codes).values():
+        with pytest.raises(ValueError) as info:
+            model.decode(form)
+        assert_clear_error(info.value, "z")
+    # Labels in every form: an id out of range, a negative one, a fraction.
+    for labels in (np.array([0, 1, 2, 7, 0, 1]), np.array([0, -1, 2, 0, 1, 2]),
+                   np.array([0.5, 1, 2, 0, 1, 2])):
+        for form_name, form in _array_forms(labels).items():
+            for call in (partial(cvae.fit, images, form, verbose=0),
+                         partial(cvae.encode, images, form),
+                         partial(cvae.sample, 6, labels=form)):
+                with pytest.raises(ValueError, match="Received:"):
+                    call()
+            TRIED.setdefault("label forms", set()).add(
+                f"{form_name}/{labels.tolist()}")
+
+
+def _batches(values, labels=None, size=2):
+    import tensorflow as tf
+
+    data = values if labels is None else (values, labels)
+    return tf.data.Dataset.from_tensor_slices(data).batch(size)
+
+
+def _streams(values, labels=None):
+    """The same batches of 2 as tf.data, a generator and a PyDataset."""
+
+    def generator():
+        for start in range(0, len(values), 2):
+            batch = values[start:start + 2]
+            yield (batch,) if labels is None else (batch, labels[start:start + 2])
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return len(values) // 2
+
+        def __getitem__(self, index):
+            batch = values[2 * index:2 * index + 2]
+            return (batch,) if labels is None else (
+                batch, labels[2 * index:2 * index + 2])
+
+    return {"tf.data": _batches(values, labels), "generator": generator(),
+            "PyDataset": Batches()}
+
+
+def test_streaming_input_is_checked_in_every_batch_not_only_the_first(model):
+    images = np.full((8, *SHAPE), 0.5, "float32")
+    nan_in_batch_2 = images.copy()
+    nan_in_batch_2[5, 0, 0, 0] = np.nan
+    pixels_in_batch_3 = images.copy()
+    pixels_in_batch_3[6:] *= 255.0
+    for values, batch, reason, forms in (
+            (nan_in_batch_2, 2, "NaN", ("tf.data", "generator", "PyDataset")),
+            (pixels_in_batch_3, 3, "divide by 255", ("tf.data",))):
+        for form, stream in _streams(values).items():
+            if form not in forms:
+                continue
+            with pytest.raises(ValueError, match=reason) as info:
+                # In order: Keras shuffles the batches of a PyDataset.
+                model.fit(stream, epochs=1, shuffle=False, verbose=0)
+            assert f"Batch {batch} " in str(info.value), form
+            assert_clear_error(info.value, "x")
+            TRIED.setdefault("streams", set()).add(f"fit/{form}/{reason}")
+        assert all(np.isfinite(w).all() for w in model.get_weights())
+        with pytest.raises(ValueError, match=f"Batch {batch} "):
+            model.evaluate(_batches(values), verbose=0)
+        with pytest.raises(ValueError, match=f"Example {2 * batch + 1 - (batch == 3)}"):
+            model.predict(_batches(values), verbose=0)
+        with pytest.raises(ValueError, match=f"Batch {batch} ") as info:
+            model.fit(images, validation_data=_batches(values), verbose=0)
+        assert_clear_error(info.value, "validation_data")
+    # A clean stream still trains.
+    stream = _streams(images)["generator"]
+    assert np.isfinite(model.fit(stream, verbose=0).history["loss"]).all()
+
+
+def test_cvae_streaming_labels_are_checked_in_every_batch(cvae):
+    images = np.full((8, *SHAPE), 0.5, "float32")
+    good = np.arange(8) % 3
+    one_hot = np.eye(3, dtype="float32")[good]
+    double = one_hot.copy()
+    double[5] = [1.0, 1.0, 0.0]
+    bad_labels = {"id 7 of 3 classes": np.where(np.arange(8) == 5, 7, good),
+                  "negative id": np.where(np.arange(8) == 5, -1, good),
+                  "fractional id": np.where(np.arange(8) == 5, 0.5, good),
+                  "one-hot row with two ones": double}
+    for name, labels in bad_labels.items():
+        for form, stream in _streams(images, labels).items():
+            if form != "tf.data" and name != "id 7 of 3 classes":
+                continue
+            with pytest.raises(ValueError, match="labels") as info:
+                cvae.fit(stream, shuffle=False, verbose=0)
+            assert "Batch 2 " in str(info.value), (name, form)
+            TRIED.setdefault("cvae streams", set()).add(f"{form}/{name}")
+    nan_images = images.copy()
+    nan_images[7] = np.nan
+    with pytest.raises(ValueError, match="Batch 3 .*NaN"):
+        cvae.fit(_batches(nan_images, good), verbose=0)
+    with pytest.raises(ValueError, match="Example 5"):
+        cvae.predict(_batches(images, bad_labels["id 7 of 3 classes"]),
+                     verbose=0)
+    assert np.isfinite(cvae.fit(_batches(images, one_hot), verbose=0)
+                       .history["loss"]).all()
+
+
+def test_validation_data_is_checked_before_training_and_named(model, cvae):
+    images = np.full((6, *SHAPE), 0.5, "float32")
+    steps = int(model.optimizer.iterations)
+    bad_validation = {
+        "nan": (images * np.nan,),
+        "tensor of 8-bit values": (tf_constant(images * 255.0),),
+        "negative weights": (images, None, -np.ones(6)),
+        "uint8 first batch": _batches((images * 255).astype("uint8")),
+    }
+    for name, validation_data in bad_validation.items():
+        with pytest.raises(ValueError) as info:
+            model.fit(images, validation_data=validation_data, verbose=0)
+        assert_clear_error(info.value, "validation_data")
+        TRIED.setdefault("validation_data", set()).add(name)
+    assert int(model.optimizer.iterations) == steps  # nothing trained
+    with pytest.raises(ValueError) as info:
+        cvae.fit(images, np.arange(6) % 3,
+                 validation_data=(images, np.full(6, 3)), verbose=0)
+    assert_clear_error(info.value, "validation_data")
+
+
+def test_to_dataset_refuses_string_labels():
+    x = np.full((4, 3), 0.5, "float32")
+    with pytest.raises(ValueError, match="numeric labels") as info:
+        keras_vae.datasets.to_dataset(x, 2, y=np.array(["a", "b", "a", "b"]))
+    assert_clear_error(info.value, "y")

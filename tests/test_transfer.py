@@ -84,3 +84,12 @@ def test_freeze_encoder_refuses_bad_layer_choices(trainable_layers, match):
     model = keras_vae.models.mlp_vae((8, 8, 1), 2, hidden_units=(16,))
     with pytest.raises(ValueError, match=match):
         transfer.freeze_encoder(model, trainable_layers)
+
+
+@pytest.mark.parametrize("learning_rate", [-1, 0, float("nan"), "fast"])
+def test_fine_tune_refuses_a_learning_rate_that_is_not_positive(learning_rate):
+    model = keras_vae.models.mlp_vae((8, 8, 1), 2, hidden_units=(8,))
+    x = np.full((4, 8, 8, 1), 0.5, "float32")
+    with pytest.raises(ValueError, match="learning_rate"):
+        transfer.fine_tune(model, x, learning_rate=learning_rate, verbose=0)
+    assert all(layer.trainable for layer in model.encoder.layers)

@@ -205,3 +205,85 @@ def test_encoder_must_have_two_outputs():
     decoder = keras_vae.models.mlp_decoder((4,), 2, (3,))
     with pytest.raises(ValueError, match=r"two outputs"):
         VAE(encoder, decoder)
+
+
+# ----------------------------------------------------- compiled inference
+def test_compiled_inference_equals_eager_and_follows_the_weights(rng):
+    model = small_vae()
+    x = rng.uniform(size=(3, 8, 8, 1)).astype("float32")
+    z = rng.normal(size=(3, 4)).astype("float32")
+
+    def eager():
+        z_mean, z_log_var = model.posterior(x)
+        return {
+            "encode": (z_mean, z_log_var),
+            "decode": model.likelihood.mean(model.decoder_params(z)),
+            "reconstruct": model.likelihood.mean(model.decoder_params(z_mean)),
+            "sample": model.likelihood.mean(model.decoder_params(
+                model.prior.sample(2, 4, seed=7))),
+        }
+
+    def compiled():
+        return {
+            "encode": model.encode(x), "decode": model.decode(z),
+            "reconstruct": model.reconstruct(x),
+            "sample": model.sample(2, seed=7),
+        }
+
+    def assert_same(actual, expected):
+        for name in expected:
+            for a, b in zip(tf.nest.flatten(actual[name]),
+                            tf.nest.flatten(expected[name])):
+                np.testing.assert_allclose(np.asarray(a), np.asarray(b),
+                                           rtol=1e-6, atol=1e-7, err_msg=name)
+
+    first = compiled()
+    assert_same(first, eager())
+    # New weights (training, loading, pruning masks) are seen at once.
+    model.compile(optimizer=keras.optimizers.Adam(0.05))
+    model.fit(x, epochs=3, verbose=0)
+    assert_same(compiled(), eager())
+    assert np.abs(np.asarray(first["reconstruct"])
+                  - np.asarray(model.reconstruct(x))).max() > 1e-4
+    model.set_weights([w * 0.5 for w in model.get_weights()])
+    assert_same(compiled(), eager())
+    # Every input form goes through the same compiled function.
+    for form in (x.tolist(), tf.constant(x)):
+        np.testing.assert_allclose(np.asarray(model.reconstruct(form)),
+                                   np.asarray(model.reconstruct(x)), rtol=1e-6)
+
+
+def test_compiled_inference_follows_the_fake_quantization_switch(rng):
+    from keras_vae.compression import quantize_aware, set_quantization
+
+    model = quantize_aware(small_vae())
+    x = rng.uniform(size=(4, 8, 8, 1)).astype("float32")
+    model.compile(optimizer="adam")
+    model.fit(x, epochs=1, verbose=0)  # observes activation ranges
+    for enabled in (True, False, True):
+        set_quantization(model, enabled)
+        np.testing.assert_allclose(
+            np.asarray(model.reconstruct(x)),
+            np.asarray(model.likelihood.mean(model.decoder_params(
+                model.posterior(x)[0]))), rtol=1e-6, atol=1e-7)
+    set_quantization(model, False)
+    off = np.asarray(model.reconstruct(x))
+    set_quantization(model, True)
+    assert np.abs(off - np.asarray(model.reconstruct(x))).max() > 0
+
+
+def test_inference_is_traced_once_per_input_signature_not_run_eagerly(rng):
+    model = small_vae()
+    runs = []
+    call = model.decoder.call
+
+    def counted(*args, **kwargs):
+        runs.append(1)  # Python runs while tracing, not in a compiled call
+        return call(*args, **kwargs)
+
+    model.decoder.call = counted
+    for size in (1, 2, 3, 4, 5, 1, 3):
+        x = rng.uniform(size=(size, 8, 8, 1)).astype("float32")
+        model.reconstruct(x)
+    # The first size, then one trace that generalises the batch size.
+    assert len(runs) <= 2

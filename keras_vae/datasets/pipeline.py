@@ -13,7 +13,8 @@ def to_dataset(x, batch_size=128, shuffle=True, seed=None, y=None, drop_remainde
         batch_size: int > 0.
         shuffle: bool. Reshuffle every epoch (seeded by `seed`).
         seed: int or None. Shuffle seed.
-        y: array or None. Labels; when given the elements are `(x, y)`.
+        y: array or None. Numeric labels (class ids or one-hot rows); when
+            given the elements are `(x, y)`.
         drop_remainder: bool. Drop the last incomplete batch.
 
     Example:
@@ -29,10 +30,18 @@ def to_dataset(x, batch_size=128, shuffle=True, seed=None, y=None, drop_remainde
     x = _validation.as_float_array(x, "x")
     if y is not None:
         y = np.asarray(y)
-        if len(y) != len(x):
+        if not (np.issubdtype(y.dtype, np.number) or y.dtype == bool) or (
+            np.issubdtype(y.dtype, np.complexfloating)
+        ):
+            raise ValueError(
+                "Expected numeric labels `y` (class ids or one-hot rows); map "
+                "names to ids first, e.g. with `np.unique(y, "
+                f"return_inverse=True)`. Received: y with dtype={y.dtype}"
+            )
+        if y.ndim == 0 or len(y) != len(x):
             raise ValueError(
                 "`x` and `y` must have the same number of examples. "
-                f"Received: len(x)={len(x)}, len(y)={len(y)}"
+                f"Received: len(x)={len(x)}, y of shape {y.shape}"
             )
         dataset = tf.data.Dataset.from_tensor_slices((x, y))
     else:

@@ -87,6 +87,15 @@ class Likelihood(keras.layers.Layer):
         """
         return {"x_mean": self.mean(params)}
 
+    def export_metadata(self):
+        """JSON-ready values an exported file must carry, or None.
+
+        `keras_vae.export.to_tflite` stores them in the file's metadata
+        (`likelihood_head`) for runtimes that need more than the decoder's
+        outputs, e.g. the context head of `ContextBernoulli`.
+        """
+        return None
+
     def call(self, params):
         return self.mean(params)
 

@@ -4,11 +4,12 @@ import math
 
 import keras
 
-from keras_vae import _validation
+from keras_vae import _validation, likelihoods
 from keras_vae.cvae import CVAE
 from keras_vae.models._heads import (
     check_latent_dim,
     check_shape,
+    check_units,
     gaussian_posterior_heads,
     label_input,
 )
@@ -147,13 +148,14 @@ def conv_vae(
     (None, 27, 27, 1)
     """
     input_shape = check_shape(input_shape, 3, "conv_vae (height, width, channels)")
-    check_latent_dim(latent_dim)
-    filters = tuple(int(f) for f in filters)
+    latent_dim = check_latent_dim(latent_dim)
+    filters = check_units(filters, "filters")
     if not filters:
         raise ValueError(f"Expected at least one filter count. Received: filters={filters!r}")
     encoder = conv_encoder(input_shape, latent_dim, filters, kernel_size, activation)
+    likelihood = likelihoods.get(likelihood)
     decoder = conv_decoder(
-        input_shape, latent_dim, filters[::-1], kernel_size, activation, decoder_block
+        likelihood.params_shape(input_shape), latent_dim, filters[::-1], kernel_size, activation, decoder_block
     )
     vae_kwargs.setdefault("name", "conv_vae")
     return VAE(encoder, decoder, likelihood=likelihood, **vae_kwargs)
@@ -195,9 +197,9 @@ def conv_cvae(
     8
     """
     input_shape = check_shape(input_shape, 3, "conv_cvae (height, width, channels)")
-    check_latent_dim(latent_dim)
+    latent_dim = check_latent_dim(latent_dim)
     num_classes = _validation.check_positive_int(num_classes, "num_classes")
-    filters = tuple(int(f) for f in filters)
+    filters = check_units(filters, "filters")
     if not filters:
         raise ValueError(
             f"Expected at least one filter count. Received: filters={filters!r}"

@@ -5,6 +5,7 @@ import keras
 from keras_vae.models._heads import (
     check_latent_dim,
     check_shape,
+    check_units,
     gaussian_posterior_heads,
 )
 from keras_vae.models.conv import downsampled_sizes
@@ -127,8 +128,8 @@ def conv1d_vae(
     (None, 37, 3)
     """
     input_shape = check_shape(input_shape, 2, "conv1d_vae (steps, channels)")
-    check_latent_dim(latent_dim)
-    filters = tuple(int(f) for f in filters)
+    latent_dim = check_latent_dim(latent_dim)
+    filters = check_units(filters, "filters")
     if not filters or min(filters) <= 0:
         raise ValueError(
             "Expected `filters` to be a non-empty tuple of positive ints. "

@@ -4,11 +4,12 @@ import math
 
 import keras
 
-from keras_vae import _validation
+from keras_vae import _validation, likelihoods
 from keras_vae.cvae import CVAE
 from keras_vae.models._heads import (
     check_any_shape,
     check_latent_dim,
+    check_units,
     gaussian_posterior_heads,
     label_input,
 )
@@ -72,19 +73,14 @@ def mlp_vae(
     >>> model.latent_dim
     16
     """
-    try:
-        input_shape = tuple(int(d) for d in input_shape)
-    except (TypeError, ValueError):
-        input_shape = None
-    if not input_shape or min(input_shape) <= 0:
-        raise ValueError(
-            "Expected `input_shape` to be a non-empty tuple of positive ints, "
-            f"e.g. (28, 28, 1). Received: input_shape={input_shape!r}"
-        )
-    check_latent_dim(latent_dim)
-    hidden_units = tuple(int(units) for units in hidden_units)
+    input_shape = check_any_shape(input_shape)
+    latent_dim = check_latent_dim(latent_dim)
+    hidden_units = check_units(hidden_units, "hidden_units")
     encoder = mlp_encoder(input_shape, latent_dim, hidden_units, activation)
-    decoder = mlp_decoder(input_shape, latent_dim, hidden_units[::-1], activation)
+    # A likelihood may need several parameters per pixel (`params_shape`).
+    likelihood = likelihoods.get(likelihood)
+    decoder = mlp_decoder(likelihood.params_shape(input_shape), latent_dim,
+                          hidden_units[::-1], activation)
     vae_kwargs.setdefault("name", "mlp_vae")
     return VAE(encoder, decoder, likelihood=likelihood, **vae_kwargs)
 
@@ -117,9 +113,9 @@ def mlp_cvae(
     10
     """
     input_shape = check_any_shape(input_shape)
-    check_latent_dim(latent_dim)
+    latent_dim = check_latent_dim(latent_dim)
     num_classes = _validation.check_positive_int(num_classes, "num_classes")
-    hidden_units = tuple(int(units) for units in hidden_units)
+    hidden_units = check_units(hidden_units, "hidden_units")
     flat_size = math.prod(input_shape)
 
     x = keras.Input(shape=input_shape, name="x")
