@@ -112,3 +112,30 @@ def test_get_resolves_names_and_refuses_unknown_ones():
 def test_mixture_refuses_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         priors.MixtureOfGaussians(**kwargs)
+
+
+def test_priors_compute_in_float32_from_bfloat16_codes(rng):
+    # Under mixed_bfloat16 the encoder emits bfloat16 codes. The closed-form
+    # KL exp(v) - 1 - v cancels in bfloat16 (to negative values for small
+    # v), so priors compute in float32.
+    z_mean = rng.normal(scale=0.05, size=(64, 3)).astype("float32")
+    z_log_var = rng.normal(scale=0.05, size=(64, 3)).astype("float32")
+    z = rng.normal(size=(64, 3)).astype("float32")
+    low = [keras.ops.cast(t, "bfloat16") for t in (z_mean, z_log_var, z)]
+    rounded = [keras.ops.convert_to_numpy(keras.ops.cast(t, "float32"))
+               for t in low]
+    m, v = (t.astype("float64") for t in rounded[:2])
+    kl = priors.StandardNormal().kl(*low)
+    assert kl.dtype == "float32"
+    np.testing.assert_allclose(np.asarray(kl), 0.5 * (np.exp(v) + m**2 - 1 - v),
+                               rtol=1e-3, atol=1e-7)
+    assert np.all(np.asarray(kl) >= 0)
+    mixture = _mixture(rng.normal(size=(2, 3)).astype("float32"),
+                       np.zeros((2, 3), "float32"), np.zeros((2,), "float32"))
+    for method, args in ((mixture.kl, low), (mixture.log_prob, low[2:])):
+        result = method(*args)
+        assert result.dtype == "float32"
+        np.testing.assert_allclose(
+            np.asarray(result), np.asarray(method(*rounded[-len(args):])),
+            rtol=1e-6)
+    assert priors.StandardNormal().log_prob(low[2]).dtype == "float32"

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_vae.priors.base import Prior, gaussian_log_density
+from keras_vae.priors.base import Prior, as_float32, gaussian_log_density
 
 # Same range as the posterior's log-variance: the density stays finite.
 _LOG_VAR_BOUNDS = (-10.0, 5.0)
@@ -82,11 +82,13 @@ class MixtureOfGaussians(Prior):
         self.built = True
 
     def _parameters(self):
-        log_vars = ops.clip(self.log_vars, *_LOG_VAR_BOUNDS)
-        log_weights = ops.log_softmax(self.logits)
-        return self.means, log_vars, log_weights
+        means, log_vars, logits = as_float32(self.means, self.log_vars,
+                                             self.logits)
+        log_vars = ops.clip(log_vars, *_LOG_VAR_BOUNDS)
+        return means, log_vars, ops.log_softmax(logits)
 
     def log_prob(self, z):
+        (z,) = as_float32(z)
         means, log_vars, log_weights = self._parameters()
         # (batch, 1, d) against (K, d) -> (batch, K) log-densities.
         per_component = ops.sum(
@@ -107,6 +109,15 @@ class MixtureOfGaussians(Prior):
             ops.take(means, components, axis=0)
             + ops.exp(0.5 * ops.take(log_vars, components, axis=0)) * noise
         )
+
+    def mixture_components(self, latent_dim=None):
+        """Means, standard deviations and weights as numpy (see `Prior`)."""
+        means, log_vars, log_weights = self._parameters()
+        return {
+            "means": ops.convert_to_numpy(means).astype("float32"),
+            "scales": ops.convert_to_numpy(ops.exp(0.5 * log_vars)).astype("float32"),
+            "weights": ops.convert_to_numpy(ops.exp(log_weights)).astype("float32"),
+        }
 
     def kl(self, z_mean, z_log_var, z):
         log_q = ops.sum(gaussian_log_density(z, z_mean, z_log_var), axis=-1)
