@@ -263,7 +263,7 @@ def _add_distill(commands):
                          choices=["mlp", "conv"])
     distill.add_argument("--teacher-epochs", type=positive_int, default=30)
     distill.add_argument("--student-hidden", type=positive_int, nargs="+",
-                         default=[64], help="the student's hidden widths")
+                         default=[48], help="the student's hidden widths")
     distill.add_argument("--epochs", type=positive_int, default=30)
     distill.add_argument("--batch-size", type=positive_int, default=128)
     distill.add_argument("--learning-rate", type=positive_float, default=1e-3)
@@ -273,6 +273,8 @@ def _add_distill(commands):
                          default=0.0)
     distill.add_argument("--no-scratch", action="store_true",
                          help="skip the from-scratch comparison")
+    distill.add_argument("--kid-samples", type=positive_int, default=1000,
+                         help="samples per model scored by KID")
     distill.add_argument("--seed", type=int, default=0)
     distill.add_argument("--output-dir", default="runs/distill")
     distill.add_argument("--overwrite", action="store_true",
@@ -291,7 +293,8 @@ def _run_distill(args):
         posterior_weight=args.posterior_weight,
         output_weight=args.output_weight,
         generated_fraction=args.generated_fraction,
-        compare_scratch=not args.no_scratch, seed=args.seed,
+        compare_scratch=not args.no_scratch, num_samples=args.kid_samples,
+        seed=args.seed,
         output_dir=args.output_dir, overwrite=args.overwrite,
         data_dir=args.data_dir)
     for name, row in report["models"].items():

@@ -300,7 +300,8 @@ def pareto(records, path, quality="negative_elbo", costs=("params", "latency_us"
     one beats on both axes of a panel (its two-objective Pareto front) are
     joined by a line and labelled with their `architecture`. A `reference`
     record (e.g. the default model, measured the same way) is a red star.
-    Lower is better on both axes; sizes and times are drawn on log axes.
+    Lower is better on both axes; a cost spanning more than a factor of 10
+    is drawn on a log axis.
 
     Args:
         records: list of dicts with the `quality` and `costs` keys, e.g.
@@ -352,7 +353,9 @@ def pareto(records, path, quality="negative_elbo", costs=("params", "latency_us"
             axis.scatter([reference[cost]], [reference[quality]], marker="*",
                          s=180, color="tab:red", zorder=3,
                          label=reference.get("architecture", "reference"))
-        axis.set_xscale("log")
+        values = [r[cost] for r in points]
+        if min(values) > 0 and max(values) > 10 * min(values):
+            axis.set_xscale("log")
         axis.set_xlabel(labels.get(cost, cost))
         axis.set_ylabel(labels.get(quality, quality))
         axis.grid(alpha=0.3)

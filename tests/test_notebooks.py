@@ -23,6 +23,7 @@ NOTEBOOKS = (
     "01_quickstart",
     "02_compress_and_deploy",
     "03_anomaly_detection",
+    "04_distill_and_search",
     "05_vae_as_a_compressor",
 )
 BADGE = (
@@ -201,6 +202,23 @@ def test_vae_as_a_compressor_runs_in_fast_mode(fast_environment, monkeypatch):
                                       "another model"}
     assert all(message != "decoded" for message in results["errors"].values())
     assert (fast_environment / "rate_distortion.png").stat().st_size > 0
+
+
+def test_distill_and_search_runs_in_fast_mode(fast_environment, monkeypatch):
+    notebook, results = _execute(
+        "04_distill_and_search", fast_environment, monkeypatch
+    )
+    assert _images_shown(notebook) == 2  # learning curves, Pareto front
+    assert results["fast"] is True and results["student_epochs"] == 2
+    models = results["models"]
+    assert models["distilled"]["params"] == models["alone"]["params"]
+    assert models["distilled"]["params"] < 0.1 * models["teacher"]["params"]
+    for row in models.values():
+        assert row["iwae_nll"] < row["negative_elbo"] + 5
+        assert row["kid_stderr"] > 0
+    assert results["student_int8_bytes"] < 0.1 * results["teacher_int8_bytes"]
+    assert abs(results["student_int8_nll_delta_pct"]) < 5.0
+    assert results["search"]["trials"] == 2 and results["search"]["front"]
 
 
 def test_notebook_kernel_is_this_interpreter():

@@ -15,7 +15,8 @@ class LearningCurve(keras.callbacks.Callback):
     seed, so points differ only by training) and appended to `points` as a
     dict: `epoch`, `steps` (optimizer steps so far), `seconds` (wall time
     spent training so far, the evaluations excluded) and `negative_elbo`.
-    It has no per-batch hook, so `fit` keeps its fast multi-step
+    Steps and seconds add up over successive `fit` calls with the same
+    callback. It has no per-batch hook, so `fit` keeps its fast multi-step
     executions.
 
     Args:
@@ -52,21 +53,24 @@ class LearningCurve(keras.callbacks.Callback):
         self.every = _validation.check_positive_int(every, "every")
         self.seed = int(seed)
         self.points = []
-        self._started = None
-        self._evaluating = 0.0
         self._steps = 0
+        self._seconds = 0.0
+        self._mark = None
 
     def on_train_begin(self, logs=None):
-        self._started = time.perf_counter()
-        self._evaluating = 0.0
+        self._mark = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        # Training time only: the evaluations below and the time between
+        # two `fit` calls are not counted.
+        now = time.perf_counter()
+        self._seconds += now - self._mark
+        self._mark = now
         self._steps += int(self.params.get("steps") or 0)
         if epoch != 0 and (epoch + 1) % self.every:
             return
         from keras_vae import metrics
 
-        begun = time.perf_counter()
         # On JAX, `fit` holds the newest weights outside the variables.
         _keras_internals.sync_jax_state(self.model)
         model = self.evaluated if self.evaluated is not None else self.model
@@ -75,7 +79,7 @@ class LearningCurve(keras.callbacks.Callback):
         self.points.append({
             "epoch": epoch + 1,
             "steps": self._steps,
-            "seconds": begun - self._started - self._evaluating,
+            "seconds": self._seconds,
             "negative_elbo": float(value),
         })
-        self._evaluating += time.perf_counter() - begun
+        self._mark = time.perf_counter()
