@@ -25,11 +25,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common
 import cpu_peak
 import infer_speed
+import keras_inference
+import large_shapes
 import memory
+import multi_worker
 import scaling
 import train_speed
 
-# Acceptance targets of the speed issue and of the export issue.
+# The speed and inference targets the README reports against.
 TARGETS = {
     "train_vs_reference_keras": 1.5,
     "train_vs_reference_torch": 1.2,
@@ -37,6 +40,8 @@ TARGETS = {
     "int8_vs_float32": 3.0,
     "int8_vs_torch_batch1": 10.0,
     "int8_slowdown_vs_plain_pct": 10.0,
+    "default_int8_slowdown_vs_fastest_int8_pct": 10.0,
+    "cvae_train_vs_keras_loop": train_speed.CVAE_TARGET_SPEEDUP,
 }
 
 
@@ -49,14 +54,15 @@ def settings(quick):
                 "options": [], "infer_threads": [1], "infer_rounds": 1,
                 "infer_epochs": 1, "memory_epochs": 1, "scaling_epochs": 2,
                 "scaling_sizes": (256, 512), "scaling_batches": (128,),
-                "profile": False}
+                "distributed": False, "profile": False, "cvae": False}
     return {"epochs": train_speed.DEFAULT_EPOCHS, "repeats": 3,
             "train_size": None, "candidates": list(train_speed.CANDIDATES),
             "options": list(train_speed.OPTIONAL_CANDIDATES),
             "infer_threads": [1, 2], "infer_rounds": 5, "infer_epochs": 2,
             "memory_epochs": 3, "scaling_epochs": 3,
             "scaling_sizes": scaling.SIZES,
-            "scaling_batches": scaling.BATCH_SIZES, "profile": True}
+            "scaling_batches": scaling.BATCH_SIZES, "distributed": True,
+            "profile": True, "cvae": True}
 
 
 def run(quick=False, out_dir=_common.BENCH_DIR, log=print):
@@ -84,6 +90,12 @@ def run(quick=False, out_dir=_common.BENCH_DIR, log=print):
                                         log=log)
         train["options"] = options
     results["train"] = train
+    if config["cvae"]:
+        # The conditional VAE through keras-vae's defaults and through
+        # Keras' own loop (`train_speed.py --only cvae`).
+        log("training speed, conditional VAE ...")
+        results["train_cvae"] = train_speed.benchmark_cvae(
+            config["epochs"], config["repeats"], log=log)
     if config["profile"]:
         log("profile of one training step ...")
         results["profile"] = _common.run_child("train_speed", ["--profile"])
@@ -92,6 +104,9 @@ def run(quick=False, out_dir=_common.BENCH_DIR, log=print):
                                   config["infer_rounds"],
                                   config["infer_epochs"], quick=quick, log=log)
     results["infer"] = infer
+    log("Keras-side inference (encode/decode/reconstruct/sample) ...")
+    results["keras_inference"] = keras_inference.benchmark(
+        rounds=1 if quick else 7, calls=20 if quick else 200, log=log)
     log("memory ...")
     results["memory"] = memory.benchmark(
         infer["prepared"]["paths"]["int8"], config["memory_epochs"], log=log)
@@ -102,8 +117,32 @@ def run(quick=False, out_dir=_common.BENCH_DIR, log=print):
     results["scaling"] = scaling.benchmark(
         config["scaling_epochs"], config["scaling_sizes"],
         config["scaling_batches"], log=log)
+    if config["distributed"]:
+        # Devices and workers, large images, a killed worker: see
+        # scaling.py, large_shapes.py and multi_worker.py.
+        log("distributed scaling ...")
+        results["scaling"]["distributed"] = scaling.distributed(
+            config["scaling_epochs"], log=log)
+        log("large shapes ...")
+        results["large_shapes"] = large_shapes.benchmark(log=log)
+        log("multi-worker check ...")
+        results["multi_worker"] = multi_worker.full_check(
+            os.path.join(_common.REPO_DIR, "runs", "multi_worker"), log=log)
     os.makedirs(out_dir, exist_ok=True)
     scaling.plot(results["scaling"], os.path.join(out_dir, "scaling.png"))
+    # The codec table trains its own models (cached) and writes
+    # codec_table.md/.json/codec_rd.png and the README's codec tables.
+    log("codec table ...")
+    results["codec"] = _common.run_child(
+        "codec_table", ["--out-dir", out_dir] + (["--quick"] if quick else []),
+        timeout=4 * 3600)
+    # Distillation (three seeds, about 30 min) and the architecture search
+    # (30 trials or 30 min): their own tables, plots and README tables.
+    for name in ("distill_table", "search_table"):
+        log(f"{name.replace('_', ' ')} ...")
+        results[name] = _common.run_child(
+            name, ["--out-dir", out_dir] + (["--quick"] if quick else []),
+            timeout=3 * 3600)
     results["seconds"] = time.time() - started
     results["load_average_at_end"] = _load_average()
     with open(os.path.join(out_dir, "results.json"), "w") as handle:
@@ -151,12 +190,105 @@ def to_markdown(results):
         "",
     ]
     lines += _train_markdown(results["train"])
+    if results.get("train_cvae"):
+        lines += _train_cvae_markdown(results["train_cvae"])
     if "profile" in results:
         lines += _profile_markdown(results["profile"])
     lines += _infer_markdown(results["infer"])
+    if results.get("keras_inference"):
+        lines += [
+            "#### Keras-side inference, one image (MLP 784-512-256-16)", "",
+            "`model.encode/decode/reconstruct/sample` validate their input "
+            "and run a function compiled once per input signature; "
+            "`reconstruct_eager` is the same computation run eagerly, "
+            "`predict_on_batch` Keras' own call. Median (min) ms per call "
+            "(`python benchmarks/keras_inference.py`); target <= "
+            f"{keras_inference.TARGET_MS:g} ms for the compiled calls.", "",
+        ] + keras_inference.to_markdown(results["keras_inference"]) + [""]
     lines += _memory_markdown(results["memory"])
     lines += _scaling_markdown(results["scaling"])
+    lines += _distributed_markdown(results)
+    lines += _codec_markdown(results.get("codec"))
+    lines += _smaller_markdown(results)
     return "\n".join(lines) + "\n"
+
+
+def _distributed_markdown(results):
+    """Devices and workers, large images, the killed-worker check."""
+    lines = []
+    rows = results["scaling"].get("distributed")
+    if rows:
+        lines += ["#### Devices and workers (MLP VAE, 4k images, global batch "
+                  "128)", "",
+                  "Both cores of this machine are shared by the devices or "
+                  "workers of a run: the figures show what distribution "
+                  "costs here, not what it gains on separate devices.", "",
+                  "| setting | replicas | images/s | first epoch s |",
+                  "|---|---|---|---|"]
+        for row in rows:
+            if "images_per_second" in row:
+                lines.append(
+                    f"| {row['name']} | {row['replicas']} | "
+                    f"{row['images_per_second']:.0f} | "
+                    f"{row['first_epoch_seconds']:.1f} |")
+            else:
+                lines.append(f"| {row['name']} | - | failed: "
+                             f"{row['error'][-120:]} | - |")
+        lines.append("")
+    if results.get("large_shapes"):
+        lines += ["#### Large images: conv_vae from a streaming tf.data "
+                  "input", ""]
+        lines += large_shapes.to_markdown(results["large_shapes"]) + [""]
+    check = results.get("multi_worker")
+    if check:
+        lines += ["#### Multi-worker training with a killed worker "
+                  "(MNIST-5k, every callback)", "",
+                  "| run | test ELBO | gap to one process (nats) | "
+                  "restarts | files whole |", "|---|---|---|---|---|"]
+        for name, row in check.items():
+            gap = row.get("gap_nats")
+            lines.append(
+                f"| {name} | {row['test_elbo']:.2f} | "
+                + ("-" if gap is None else f"{gap:.2f}")
+                + f" | {row['restarts']} | {row['files_ok']} |")
+        lines.append("")
+    return lines
+
+
+def _smaller_markdown(results):
+    """One line each from the distillation and search tables."""
+    distill, search = results.get("distill_table"), results.get("search_table")
+    if not distill and not search:
+        return []
+    lines = ["### Smaller by design (details: `distill_table.md`, "
+             "`search_table.md`)", ""]
+    if distill:
+        gain, error = distill["gain_negative_elbo"]
+        lines.append(
+            f"- Distilled student vs the same student alone at equal steps: "
+            f"test negative ELBO lower by {gain:.2f} ± {error:.2f} nats; "
+            f"int8 file {100 * distill['file_ratio']:.1f}% of the "
+            "teacher's.")
+    if search:
+        lines.append(
+            f"- Architecture search: {search['trials']} trials in "
+            f"{search['search_seconds'] / 60:.1f} min; trials dominating the "
+            f"default mlp_vae: {', '.join(search['dominating']) or 'none'}.")
+    return lines + [""]
+
+
+def _codec_markdown(codec):
+    """One line per data kind from the codec table (details: codec_table.md)."""
+    if not codec:
+        return []
+    lines = ["### The VAE as a compressor (details: `codec_table.md`)", ""]
+    for name, row in codec.items():
+        best = row["best_standard"]
+        lines.append(
+            f"- {name}: bits-back {row['bpp_net']:.4f} bits/pixel (negative "
+            f"ELBO {row['negative_elbo_bpp']:.4f}); best standard codec "
+            f"{best['codec']} {best['bpp']:.4f}.")
+    return lines + [""]
 
 
 def _fmt_load(load):
@@ -195,6 +327,47 @@ def _train_table(train, lines):
         lines.append(f"| {_LABELS.get(name, name)} | failed: {error} "
                      "| | | | | |")
     lines.append("")
+
+
+def _train_cvae_markdown(cvae):
+    """The conditional VAE row: keras-vae defaults vs Keras' own loop."""
+    labels = {
+        "cvae_keras_vae": "keras-vae `fit` defaults (32 steps per execution, "
+                          "XLA, fused)",
+        "cvae_keras_loop": "Keras' own loop (`steps_per_execution=1`, "
+                           "`jit_compile=False`)",
+    }
+    lines = [
+        "#### Conditional VAE (`mlp_cvae`, numpy `(x, y)`)",
+        "",
+        f"`keras_vae.models.mlp_cvae` 784(+10)-512-256-16, the same "
+        f"settings, {cvae['epochs']} epochs on the 4,000 MNIST-5k training "
+        f"images and labels, {cvae['repeats']} repeats, alternating. Whole "
+        "`fit` is the wall time of the call, compilation included "
+        "(`python benchmarks/train_speed.py --only cvae`).",
+        "",
+        "| candidate | images/s | s/epoch | whole `fit` s | first-epoch "
+        "extra s | test ELBO |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in cvae["candidates"].items():
+        lines.append(
+            f"| {labels.get(name, name)} | {_mmm(row['samples_per_second'])}"
+            f" | {_mmm(row['seconds_per_epoch'], '{:.3f}')}"
+            f" | {_mmm(row['fit_seconds'], '{:.1f}')}"
+            f" | {_mmm(row['first_epoch_extra_seconds'], '{:.1f}')}"
+            f" | {_mmm(row['test_elbo'], '{:.1f}')} |")
+    speedup = cvae["speedup"]["median"]
+    target = TARGETS["cvae_train_vs_keras_loop"]
+    lines += [
+        "",
+        f"- keras-vae defaults vs Keras' own loop: {speedup:.2f}x images/s "
+        f"(target >= {target}x: {_verdict(speedup >= target)}); whole `fit` "
+        f"{cvae['fit_time_ratio']['median']:.2f}x faster, compilation "
+        "included.",
+        "",
+    ]
+    return lines
 
 
 def _train_markdown(train):
@@ -274,9 +447,16 @@ _INFER_LABELS = {
     "keras_predict_on_batch": "Keras `predict_on_batch`",
     "tflite_float32": "LiteRT float32",
     "tflite_dynamic": "LiteRT dynamic-range",
-    "tflite_int8": "LiteRT full int8",
-    "tflite_pruned_int8": "LiteRT pruned 80% (1x16) + int8",
+    "tflite_int8": "LiteRT full int8, per-tensor Dense (default)",
+    "tflite_int8_per_channel": "LiteRT full int8, per-channel Dense",
+    "tflite_pruned_int8_dense": "LiteRT pruned 80% (1x16) int8, dense "
+                                "(`optimize_for=\"latency\"`)",
+    "tflite_pruned_int8_sparse": "LiteRT pruned 80% (1x16) int8, sparse "
+                                 "(`optimize_for=\"size\"`)",
     "tflite_plain_int8": "plain `model.export(format=\"litert\")` int8",
+    "onnx_float32": "ONNX Runtime float32",
+    "onnx_int8_static": "ONNX Runtime int8, static QDQ (its quantizer)",
+    "onnx_int8_dynamic": "ONNX Runtime int8, dynamic (its quantizer)",
     "torch_eager": "PyTorch eager",
     "torch_int8_fbgemm": "PyTorch int8 `Linear` (fbgemm), speed reference",
 }
@@ -289,12 +469,23 @@ def _infer_markdown(infer):
         "",
         "MLP VAE 784-512-256-16 (files from `keras_vae.export.to_tflite`, "
         "three signatures each, timed on `reconstruct` with "
-        "`export/litert_vae.py`). Batch 1: median and p95 latency; batch "
-        "256: images per second. File sizes: "
-        + ", ".join(f"{k} {v / 1024:.0f} KiB"
-                    for k, v in prepared["bytes"].items()) + ".",
+        "`export/litert_vae.py`; ONNX files built from the same weights and "
+        "quantized with `onnxruntime.quantization`). Batch 1: median and "
+        "p95 latency; batch 256: images per second.",
         "",
+        "| file | bytes | gzip bytes | reconstruction NLL vs its float "
+        "Keras model |",
+        "|---|---:|---:|---:|",
     ]
+    quality = prepared.get("nll_delta_pct", {})
+    for kind, size in prepared["bytes"].items():
+        name = kind if kind.startswith("onnx") else f"tflite_{kind}"
+        delta = quality.get(name)
+        lines.append(
+            f"| {_INFER_LABELS.get(name, name)} | {size:,} | "
+            f"{prepared.get('gzip_bytes', {}).get(kind, 0):,} | "
+            + (f"{delta:+.2f}% |" if delta is not None else "n/a |"))
+    lines.append("")
     for threads, block in infer["threads"].items():
         lines += [
             f"{threads} thread(s):",
@@ -316,6 +507,27 @@ def _infer_markdown(infer):
             low, high = targets.get(name + "_range", [targets[name]] * 2)
             return f"{fmt.format(low)}-{fmt.format(high)}"
 
+        if "default_int8_slowdown_vs_fastest_batch1_pct" in targets:
+            limit = TARGETS["default_int8_slowdown_vs_fastest_int8_pct"]
+            b1 = targets["default_int8_slowdown_vs_fastest_batch1_pct"]
+            b256 = targets["default_int8_slowdown_vs_fastest_batch256_pct"]
+            lines.append(
+                "- default int8 `.tflite` vs the fastest int8 runtime "
+                f"measured: {b1:+.1f}% time at batch 1 against "
+                f"{_INFER_LABELS.get(targets['fastest_int8_batch1'])} "
+                f"({spread('default_int8_slowdown_vs_fastest_batch1_pct', '{:+.1f}')}"
+                f"%), {b256:+.1f}% at batch 256 against "
+                f"{_INFER_LABELS.get(targets['fastest_int8_batch256'])} "
+                f"({spread('default_int8_slowdown_vs_fastest_batch256_pct', '{:+.1f}')}"
+                f"%) (target <= +{limit:.0f}%: "
+                f"{_verdict(max(b1, b256) <= limit)}).")
+        if "pruned_sparse_vs_dense_time_batch1" in targets:
+            lines.append(
+                "- 80% pruned, sparse vs dense int8 encoding: "
+                f"{targets['pruned_sparse_vs_dense_time_batch1']:.2f}x the "
+                "time at batch 1, "
+                f"{targets['pruned_sparse_vs_dense_time_batch256']:.2f}x at "
+                "batch 256 (above 1: the sparse file is slower).")
         if "int8_vs_float32_batch1" in targets:
             b1, b256 = (targets["int8_vs_float32_batch1"],
                         targets["int8_vs_float32_batch256"])
@@ -323,16 +535,12 @@ def _infer_markdown(infer):
                 f"- int8 vs float32 LiteRT: {b1:.2f}x at batch 1 "
                 f"({spread('int8_vs_float32_batch1')}x over rounds), "
                 f"{b256:.2f}x at batch 256 "
-                f"({spread('int8_vs_float32_batch256')}x) (target >= "
-                f"{TARGETS['int8_vs_float32']:.0f}x: "
-                f"{_verdict(min(b1, b256) >= TARGETS['int8_vs_float32'])}).")
+                f"({spread('int8_vs_float32_batch256')}x).")
         if "int8_vs_torch_batch1" in targets:
             value = targets["int8_vs_torch_batch1"]
             lines.append(
                 f"- int8 vs PyTorch eager at batch 1: {value:.1f}x "
-                f"({spread('int8_vs_torch_batch1', '{:.1f}')}x) (target "
-                f">= {TARGETS['int8_vs_torch_batch1']:.0f}x: "
-                f"{_verdict(value >= TARGETS['int8_vs_torch_batch1'])}).")
+                f"({spread('int8_vs_torch_batch1', '{:.1f}')}x).")
         if "int8_slowdown_vs_plain_batch1_pct" in targets:
             b1 = targets["int8_slowdown_vs_plain_batch1_pct"]
             b256 = targets["int8_slowdown_vs_plain_batch256_pct"]

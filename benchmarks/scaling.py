@@ -11,7 +11,24 @@ Reports seconds per epoch (after the first), samples per second, the first
 epoch's extra (compilation) time and whether `fit` chose XLA, and draws
 `benchmarks/scaling.png`.
 
+Devices and workers (`distributed`): the same MLP VAE on the 4k images,
+global batch 128, images per second with 1 and 2 devices or worker
+processes on this machine, each setting a fresh process:
+
+- TensorFlow, one device: the default `fit` (fused XLA executions) and
+  Keras' loop without XLA (what each replica runs under a strategy, where
+  one XLA computation cannot span devices);
+- TensorFlow `MirroredStrategy` on 2 logical CPU devices, 32 and 1 steps
+  per execution, and `MultiWorkerMirroredStrategy` with 2 worker
+  processes (TF_CONFIG on localhost);
+- JAX, one device; `DataParallel` on 2 host devices; and 2 processes
+  joined by `jax.distributed` (gloo CPU collectives).
+
+On a 2-core machine the devices share the same cores, so these figures
+measure what distribution costs, not what it gains on real devices.
+
     .venv/bin/python benchmarks/scaling.py --epochs 3
+    .venv/bin/python benchmarks/scaling.py --distributed-only --epochs 3
 """
 
 import argparse
@@ -59,14 +76,144 @@ def benchmark(epochs=3, sizes=SIZES, batch_sizes=BATCH_SIZES, log=print):
     return result
 
 
+#: (name, backend, mode, devices or workers, steps per execution or None).
+DISTRIBUTED_SETTINGS = (
+    ("TF 1 device, fused XLA (default fit)", "tensorflow", "fused", 1, None),
+    ("TF 1 device, Keras loop, no XLA", "tensorflow", "keras_loop", 1, 32),
+    ("TF MirroredStrategy 2 devices, 32 steps/exec", "tensorflow",
+     "mirrored", 2, 32),
+    ("TF MirroredStrategy 2 devices, 1 step/exec", "tensorflow",
+     "mirrored", 2, 1),
+    ("TF MultiWorkerMirrored 2 workers", "tensorflow", "multi_worker", 2,
+     None),
+    ("JAX 1 device", "jax", "single", 1, None),
+    ("JAX DataParallel 2 devices", "jax", "data_parallel", 2, None),
+    ("JAX 2 processes (jax.distributed)", "jax", "multi_process", 2, None),
+)
+
+
+def distributed_child(mode, devices, steps_per_execution, epochs,
+                      train_size=4000, batch_size=128):
+    """Train in this process as `mode` says; images/s after epoch 1."""
+    import time
+
+    if mode == "mirrored":
+        import tensorflow as tf
+
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
+    import contextlib
+
+    import keras
+
+    import keras_vae
+    from keras_vae import distribute
+
+    distribution = None
+    if mode == "mirrored":
+        distribution = distribute.get_distribution("mirrored")
+    elif mode in ("multi_worker", "multi_process"):
+        distribution = distribute.get_distribution("multi-worker")
+    elif mode == "data_parallel":
+        distribution = distribute.get_distribution("data-parallel")
+    keras.utils.set_random_seed(0)
+    (x, _), _ = keras_vae.datasets.load("mnist5k")
+    x = x[:train_size]
+    seconds = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds.append(time.perf_counter() - self.start)
+
+    scope = (distribution.scope() if distribution is not None
+             else contextlib.nullcontext())
+    with scope:
+        replicas = distribute.num_replicas()
+        # Each of several JAX processes feeds its own share.
+        x, _, local_batch = distribute.process_data(x, batch_size)
+        model = keras_vae.models.mlp_vae(x.shape[1:], latent_dim=16, seed=0)
+        options = {}
+        if mode == "keras_loop":
+            options = {"jit_compile": False,
+                       "steps_per_execution": steps_per_execution}
+        elif steps_per_execution is not None:
+            options = {"steps_per_execution": steps_per_execution}
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), **options)
+        model.fit(x, batch_size=local_batch, epochs=epochs, verbose=0,
+                  callbacks=[Timer()])
+    steady = seconds[1:] or seconds
+    examples = train_size
+    return {"images_per_second": examples * len(steady) / sum(steady),
+            "first_epoch_seconds": seconds[0], "replicas": replicas,
+            "fused": "make_fused_train_function" in getattr(
+                model.train_function, "__qualname__", ""),
+            "chief": distribute.is_chief()}
+
+
+def _cluster_child(backend, mode, epochs, train_size):
+    """Two processes on localhost; the chief's record."""
+    import subprocess
+
+    import multi_worker
+
+    ports = multi_worker.free_ports(2)
+    processes = []
+    for index in range(2):
+        env = _common.child_env(backend)
+        env.update(multi_worker.cluster_env(backend, ports, index))
+        processes.append(subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--child", mode,
+             "2", "0", str(epochs), str(train_size)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env, cwd=_common.REPO_DIR))
+    records = []
+    for process in processes:
+        out, err = process.communicate(timeout=3600)
+        if process.returncode != 0:
+            raise RuntimeError(f"{mode} worker failed:\n{err[-3000:]}")
+        records.append(json.loads(
+            [line for line in out.splitlines() if line.startswith("{")][-1]))
+    return next(record for record in records if record["chief"])
+
+
+def distributed(epochs=3, train_size=4000, settings=DISTRIBUTED_SETTINGS,
+                log=print):
+    """Images/s with 1 and 2 devices or workers, TF and JAX."""
+    rows = []
+    for name, backend, mode, devices, steps in settings:
+        try:
+            if mode in ("multi_worker", "multi_process"):
+                record = _cluster_child(backend, mode, epochs, train_size)
+            else:
+                record = _common.run_child(
+                    "scaling", [mode, devices, steps or 0, epochs,
+                                train_size], backend=backend, timeout=3600)
+        except (RuntimeError, OSError, ValueError) as error:
+            record = {"error": str(error)[-500:]}
+        record.update(name=name, backend=backend, mode=mode, devices=devices)
+        rows.append(record)
+        log(f"  {name}: " + (f"{record['images_per_second']:.0f} images/s"
+                             if "images_per_second" in record
+                             else f"failed: {record['error'][-200:]}"))
+    return rows
+
+
 def plot(result, path):
-    """Two panels: seconds per epoch against n, samples/s against batch."""
+    """Panels: s/epoch against n, images/s against batch, and by devices."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    rows = [row for row in result.get("distributed") or []
+            if "images_per_second" in row]
+    figure, axes = plt.subplots(1, 3 if rows else 2,
+                                figsize=(16 if rows else 10, 4))
+    left, right = axes[0], axes[1]
     sizes = [row["train_size"] for row in result["dataset_size"]]
     seconds = [row["seconds_per_epoch"] for row in result["dataset_size"]]
     left.loglog(sizes, seconds, "o-", label="keras-vae fit")
@@ -84,6 +231,17 @@ def plot(result, path):
     right.set_xlabel("batch size")
     right.set_ylabel("training images per second")
     right.set_title("Throughput vs batch size (4k images)")
+    if rows:
+        axis = axes[2]
+        colors = ["tab:orange" if row["backend"] == "tensorflow"
+                  else "tab:blue" for row in rows]
+        axis.barh(range(len(rows)),
+                  [row["images_per_second"] for row in rows], color=colors)
+        axis.set_yticks(range(len(rows)))
+        axis.set_yticklabels([row["name"] for row in rows], fontsize=7)
+        axis.invert_yaxis()
+        axis.set_xlabel("training images per second")
+        axis.set_title("1 vs 2 devices / workers (batch 128)")
     for axis in (left, right):
         axis.grid(True, which="both", alpha=0.3)
     figure.tight_layout()
@@ -93,12 +251,24 @@ def plot(result, path):
 
 
 def main(argv=None):
+    if argv is None and sys.argv[1:2] == ["--child"]:
+        mode, devices, steps, epochs, train_size = sys.argv[2:7]
+        print(json.dumps(distributed_child(
+            mode, int(devices), int(steps) or None, int(epochs),
+            int(train_size))))
+        return
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--distributed-only", action="store_true")
     parser.add_argument("--out", default=os.path.join(_common.BENCH_DIR,
                                                       "scaling.png"))
     args = parser.parse_args(argv)
-    result = benchmark(args.epochs)
+    if args.distributed_only:
+        result = {"dataset_size": [], "batch_size": [],
+                  "distributed": distributed(args.epochs)}
+    else:
+        result = benchmark(args.epochs)
+        result["distributed"] = distributed(args.epochs)
     plot(result, args.out)
     print(json.dumps(result, indent=1))
 
