@@ -802,7 +802,8 @@ class CodecNetwork:
         self.vae = vae
         self.likelihood = str(vae.metadata.get("likelihood", ""))
         # The exported DiscretizedLogistic files are 8-bit (256 levels).
-        self.num_levels = 256 if self.likelihood == "discretizedlogistic" else None
+        self.num_levels = 256 if self.likelihood in (
+            "discretizedlogistic", "contextdiscretizedlogistic") else None
         self.data_shape = tuple(vae.input_shape)
         self.latent_dim = vae.latent_dim
         prior = vae.prior
@@ -810,6 +811,9 @@ class CodecNetwork:
             len(prior["weights"]) == 1 and not np.any(prior["means"])
             and bool(np.all(prior["scales"] == 1.0)))
         self.fingerprint = bytes.fromhex(vae.metadata["sha256"])
+        # ContextBernoulli files: the head that codes a pixel after its
+        # neighbours (weights in the checked metadata).
+        self.context_head = vae.metadata.get("likelihood_head")
 
     def posterior(self, x):
         return self.vae.encode(x)

@@ -28,6 +28,12 @@ def digits():
     }
 
 
+#: The data each likelihood codes (context likelihoods: their base's data).
+DATA_OF = {"bernoulli": "bernoulli", "context_bernoulli": "bernoulli",
+           "discretized_logistic": "discretized_logistic",
+           "context_discretized_logistic": "discretized_logistic"}
+
+
 @functools.cache
 def trained(likelihood, seed=0, epochs=3):
     """An MLP VAE (8x8x1, latent 4, 32 hidden units) trained on the digits."""
@@ -35,5 +41,6 @@ def trained(likelihood, seed=0, epochs=3):
     model = keras_vae.models.mlp_vae((8, 8, 1), 4, hidden_units=(32,),
                                      likelihood=likelihood, seed=seed)
     model.compile(optimizer=keras.optimizers.Adam(3e-3))
-    model.fit(digits()[likelihood][0], epochs=epochs, batch_size=64, verbose=0)
+    model.fit(digits()[DATA_OF[likelihood]][0], epochs=epochs, batch_size=64,
+              verbose=0)
     return model

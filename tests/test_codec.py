@@ -86,6 +86,35 @@ def test_lossless_8bit_stream_restores_uint8_and_float_levels_bit_for_bit(
         _negative_elbo_bits(levels_model, x / 255.0), rel=0.04)
 
 
+@pytest.mark.parametrize("likelihood, key", [
+    ("context_bernoulli", "binary"), ("context_discretized_logistic", "levels")])
+def test_context_likelihoods_code_pixel_by_pixel_at_the_negative_elbo_rate(
+        likelihood, key, data, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "export"))
+    import litert_vae
+
+    model = codec_models.trained(likelihood)
+    x = data[key][:60]
+    network_input = x if key == "binary" else x / 255.0
+    stream = codec.compress(model, x, batch_size=30, verbose=0)
+    restored = codec.decompress(model, stream, verbose=0)
+    assert restored.dtype == x.dtype and np.array_equal(restored, x)
+    header = codec.describe(stream)
+    assert header["likelihood"] == likelihood.replace("_", "")
+    net_bits = 8 * header["payload_bytes"] - header["startup_bits"]
+    # The numpy head of the codec computes the Keras likelihood's numbers.
+    assert net_bits == pytest.approx(
+        _negative_elbo_bits(model, network_input), rel=0.05)
+    # The int8 file carries the head in its metadata; its streams round-trip.
+    path = str(tmp_path / "context.tflite")
+    keras_vae.export.to_tflite(model, path,
+                               representative_data=data[f"{key}_train"][:200])
+    vae = litert_vae.LiteRTVAE(path)
+    runtime_stream = litert_vae.compress(vae, x, batch_size=30, verbose=0)
+    assert np.array_equal(litert_vae.decompress(vae, runtime_stream, verbose=0),
+                          x)
+
+
 def test_lossy_streams_trade_bits_for_reconstruction_error(levels_model, data):
     x = data["levels"]
     sizes, errors = [], []

@@ -9,12 +9,14 @@ the TensorFlow-free runtime `export/litert_vae.py` runs the same file with a
   one encoder call for the whole batch `x` (float32, the network's scale);
 - `decode(z)` -> dict of float32 arrays from one decoder call: `x_mean`
   and, for likelihoods whose mean does not determine them, their parameters
-  (`loc`, `log_scale` for the discretised logistic);
+  (`loc`, `log_scale` for the discretised logistic, `features` for the
+  context Bernoulli, whose pixels are then coded one position at a time);
 - attributes `kind` (`"keras-tensorflow"`, `"keras-jax"` or `"litert"`),
   `fingerprint` (bytes, a hash of the architecture and weights or of the
   file), `likelihood` (lower-case class name), `num_levels` (levels of a
   discretised likelihood, else None), `data_shape`, `latent_dim` and
-  `standard_normal_prior` (bool).
+  `standard_normal_prior` (bool); a `contextbernoulli` network also has
+  `context_head` (see `context_model`).
 
 Lossless mode is bits-back coding with asymmetric numeral systems (BB-ANS,
 Townsend, Bird and Barber, ICLR 2019) on `constriction`'s ANS stack. The
@@ -50,8 +52,15 @@ FORMAT_VERSION = 1
 MODES = ("lossless", "lossy")
 ENTROPY_MODELS = ("adaptive", "prior")
 # Likelihoods whose code lengths are exact: lossless mode codes with them.
-LOSSLESS_LIKELIHOODS = ("bernoulli", "discretizedlogistic")
-_LIKELIHOOD_CODES = {"bernoulli": 0, "discretizedlogistic": 1, "other": 255}
+LOSSLESS_LIKELIHOODS = ("bernoulli", "discretizedlogistic", "contextbernoulli",
+                        "contextdiscretizedlogistic")
+# Likelihoods of binary data (symbols 0 and 1).
+BINARY_LIKELIHOODS = ("bernoulli", "contextbernoulli")
+# Likelihoods whose pixels see their neighbours: coded position by position.
+CONTEXT_LIKELIHOODS = ("contextbernoulli", "contextdiscretizedlogistic")
+_LIKELIHOOD_CODES = {"bernoulli": 0, "discretizedlogistic": 1,
+                     "contextbernoulli": 2, "contextdiscretizedlogistic": 3,
+                     "other": 255}
 _KIND_CODES = {"keras-tensorflow": 0, "keras-jax": 1, "litert": 2, "other": 255}
 # dtypes a stream can hold, by code (the restored array has the same dtype).
 _DTYPES = ("bool", "uint8", "int8", "uint16", "int16", "uint32", "int32",
@@ -275,6 +284,11 @@ def read_header(data):
 
 
 # ------------------------------------------------------------------- data
+def _top_symbol(likelihood, num_levels):
+    """The largest symbol: 1 for binary data, else the top level."""
+    return 1 if likelihood in BINARY_LIKELIHOODS else num_levels - 1
+
+
 def to_symbols(x, likelihood, num_levels):
     """Check data for lossless coding; return `(symbols, network_input)`.
 
@@ -295,7 +309,7 @@ def to_symbols(x, likelihood, num_levels):
             "(8-bit data). Use mode='lossy' for this model. Received: "
             f"likelihood={likelihood!r}"
         )
-    top = 1 if likelihood == "bernoulli" else num_levels - 1
+    top = _top_symbol(likelihood, num_levels)
     if x.dtype.kind in "biu":
         symbols = x.astype(np.int64)
     elif x.dtype.kind == "f":
@@ -314,7 +328,7 @@ def to_symbols(x, likelihood, num_levels):
         )
     low, high = int(symbols.min()), int(symbols.max())
     what = ("binary data, 0 or 1 (binarise first, e.g. x > 0.5)"
-            if likelihood == "bernoulli" else
+            if likelihood in BINARY_LIKELIHOODS else
             f"integer levels 0..{top} (or floats k / {top})")
     if low < 0 or high > top:
         raise ValueError(
@@ -337,7 +351,7 @@ def from_symbols(symbols, dtype, likelihood, num_levels):
     """The data array of `dtype` that `symbols` stand for (see `to_symbols`)."""
     dtype = np.dtype(dtype)
     if dtype.kind == "f":
-        top = 1 if likelihood == "bernoulli" else num_levels - 1
+        top = _top_symbol(likelihood, num_levels)
         return (symbols.astype(np.float64) / top).astype(dtype)
     return symbols.astype(dtype)
 
@@ -354,9 +368,9 @@ def network_input(x, likelihood, num_levels):
     """float32 network input for lossy coding (integers are symbols)."""
     x = np.asarray(x)
     if x.dtype.kind in "biu":
-        if likelihood == "discretizedlogistic":
+        if likelihood not in BINARY_LIKELIHOODS:
             return (x.astype(np.float64) / (num_levels - 1)).astype(np.float32)
-        if likelihood == "bernoulli" and x.size and int(x.max()) <= 1:
+        if likelihood in BINARY_LIKELIHOODS and x.size and int(x.max()) <= 1:
             return x.astype(np.float32)
         raise ValueError(
             "Integer data is coded as the likelihood's symbols: 0/1 for a "
@@ -508,19 +522,162 @@ def _pixel_coding(outputs, likelihood, num_levels):
             loc[chunk], log_scale[chunk], num_levels),))
 
 
-def _push_pixels(coder, symbols, outputs, likelihood, num_levels):
+def _push_pixels(coder, symbols, outputs, likelihood, num_levels,
+                 context=None):
+    if context is not None:
+        return _push_context_pixels(coder, symbols, outputs, context)
     family, chunks, arguments = _pixel_coding(outputs, likelihood, num_levels)
     symbols = symbols.reshape(-1)
     for chunk in reversed(chunks):
         coder.encode_reverse(symbols[chunk], family, *arguments(chunk))
 
 
-def _pop_pixels(coder, count, outputs, likelihood, num_levels):
+def _pop_pixels(coder, count, outputs, likelihood, num_levels, context=None):
+    if context is not None:
+        return _pop_context_pixels(coder, count, outputs, context)
     family, chunks, arguments = _pixel_coding(outputs, likelihood, num_levels)
     symbols = np.empty(count, np.int32)
     for chunk in chunks:
         symbols[chunk] = coder.decode(family, *arguments(chunk))
     return symbols
+
+
+# ------------------------------------- pixels that see their neighbours
+def context_model(network, shape):
+    """The context head of `network` for images of `shape`, or None.
+
+    A network with a context likelihood gives `context_head`: a dict of the
+    causal neighbourhood `offsets` (`[dy, dx]` pairs), the head's weights
+    `context_kernel` (K, H), `feature_kernel` (F, H), `bias` (H,) and
+    `output_kernel` (H, P) and, for 8-bit data, `num_levels`,
+    `min_log_scale`, `max_log_scale` and `loc_range`, as
+    `keras_vae.likelihoods.ContextLikelihood.head_weights` returns them.
+    """
+    if network.likelihood not in CONTEXT_LIKELIHOODS:
+        return None
+    head = getattr(network, "context_head", None)
+    if not head:
+        raise ValueError(
+            "A context likelihood codes each pixel after its neighbours, "
+            "with the weights of its context head; this network gives none "
+            "(an exported file needs them in its metadata: export it again "
+            "with this keras-vae). Received: context_head=None"
+        )
+    model = {name: np.asarray(head[name], np.float64)
+             for name in ("context_kernel", "feature_kernel", "bias",
+                          "output_kernel")}
+    model["output_kernel"] = model["output_kernel"].reshape(
+        len(model["bias"]), -1)
+    model["offsets"] = np.asarray(head["offsets"], np.int64).reshape(-1, 2)
+    model["shape"] = tuple(int(d) for d in shape)
+    model["radius"] = int(np.max(np.abs(model["offsets"])))
+    model["binary"] = network.likelihood in BINARY_LIKELIHOODS
+    if not model["binary"]:
+        model["num_levels"] = int(head["num_levels"])
+        model["log_scale_range"] = (float(head["min_log_scale"]),
+                                    float(head["max_log_scale"]))
+        model["loc_range"] = tuple(float(v) for v in head["loc_range"])
+    return model
+
+
+def _context_params(features, neighbours, model):
+    """The base likelihood's raw parameters `(..., P)` of some pixels.
+
+    Only elementwise operations in a fixed order: the sender (all pixels
+    known) and the receiver (one pixel position at a time) get the same
+    numbers bit for bit.
+
+    Args:
+        features: float64 `(..., F)`, the decoder's outputs of the pixels.
+        neighbours: float64 `(..., K)`, the values at `model["offsets"]`.
+    """
+    hidden = np.zeros(features.shape[:-1] + model["bias"].shape)
+    hidden += model["bias"]
+    for k, row in enumerate(model["context_kernel"]):
+        hidden += neighbours[..., k:k + 1] * row
+    for f, row in enumerate(model["feature_kernel"]):
+        hidden += features[..., f:f + 1] * row
+    np.maximum(hidden, 0.0, out=hidden)
+    params = features[..., :model["output_kernel"].shape[1]].copy()
+    for j, row in enumerate(model["output_kernel"]):
+        params += hidden[..., j:j + 1] * row
+    return params
+
+
+def _context_distribution(features, neighbours, model):
+    """`(family, probabilities)` of the pixels at one position."""
+    c = _constriction()
+    params = _context_params(features, neighbours, model)
+    if model["binary"]:
+        # sigmoid(t) = (1 + tanh(t / 2)) / 2: no overflow for any t.
+        return (c.stream.model.Bernoulli(perfect=False),
+                (0.5 + 0.5 * np.tanh(0.5 * params[..., 0])).reshape(-1))
+    low, high = model["loc_range"]
+    loc = low + (high - low) * (0.5 + 0.5 * np.tanh(0.5 * params[..., 0]))
+    log_scale = np.clip(params[..., 1], *model["log_scale_range"])
+    return (c.stream.model.Categorical(perfect=False),
+            _level_probabilities(loc, log_scale, model["num_levels"]))
+
+
+def _context_grid(count, model, values=None):
+    """Images on a zero-padded grid (the neighbours outside are zero)."""
+    height, width, channels = model["shape"]
+    r = model["radius"]
+    grid = np.zeros((count, height + r, width + 2 * r, channels), np.float64)
+    if values is not None:
+        grid[:, r:, r:r + width] = values
+    return grid
+
+
+def _context_positions(model):
+    """Pixel positions in coding order with their neighbours' grid indices."""
+    height, width, _ = model["shape"]
+    r = model["radius"]
+    return [(i, j, r + i + model["offsets"][:, 0], r + j + model["offsets"][:, 1])
+            for i in range(height) for j in range(width)]
+
+
+def _context_features(outputs, model, count):
+    height, width, channels = model["shape"]
+    return np.asarray(outputs["features"], np.float64).reshape(
+        count, height, width, channels, -1)
+
+
+def _context_scale(model):
+    return 1.0 if model["binary"] else float(model["num_levels"] - 1)
+
+
+def _push_context_pixels(coder, symbols, outputs, model):
+    height, width, channels = model["shape"]
+    count = symbols.size // (height * width * channels)
+    images = symbols.reshape(count, height, width, channels)
+    features = _context_features(outputs, model, count)
+    grid = _context_grid(count, model, images / _context_scale(model))
+    # The receiver decodes position 0 first: it goes on the stack last.
+    for i, j, rows, columns in reversed(_context_positions(model)):
+        neighbours = grid[:, rows, columns, :].transpose(0, 2, 1)
+        family, probabilities = _context_distribution(
+            features[:, i, j], neighbours, model)
+        coder.encode_reverse(images[:, i, j].reshape(-1).astype(np.int32),
+                             family, probabilities)
+
+
+def _pop_context_pixels(coder, count, outputs, model):
+    height, width, channels = model["shape"]
+    r = model["radius"]
+    count //= height * width * channels
+    features = _context_features(outputs, model, count)
+    grid = _context_grid(count, model)
+    symbols = np.empty((count, height, width, channels), np.int32)
+    scale = _context_scale(model)
+    for i, j, rows, columns in _context_positions(model):
+        neighbours = grid[:, rows, columns, :].transpose(0, 2, 1)
+        family, probabilities = _context_distribution(
+            features[:, i, j], neighbours, model)
+        symbols[:, i, j] = coder.decode(family, probabilities).reshape(
+            count, channels)
+        grid[:, r + i, r + j] = symbols[:, i, j] / scale
+    return symbols.reshape(-1)
 
 
 def schedule(num_images, batch_size, ramp_percent=DEFAULT_RAMP_PERCENT):
@@ -611,6 +768,7 @@ def _bits_back_pass(network, symbols, inputs, sizes, batch_size, centres,
     c = _constriction()
     coder = c.stream.stack.AnsCoder(start.copy())
     latent_dim = int(network.latent_dim)
+    context = context_model(network, network.data_shape)
     bar = _progress(len(sizes), verbose, "compress")
     drained = False
     done = 0
@@ -624,7 +782,7 @@ def _bits_back_pass(network, symbols, inputs, sizes, batch_size, centres,
         outputs = _padded(network.decode, centres[indices].reshape(
             size, latent_dim).astype(np.float32), batch_size)
         _push_pixels(coder, symbols[batch], outputs, network.likelihood,
-                     network.num_levels)
+                     network.num_levels, context)
         coder.encode_reverse(indices, c.stream.model.Uniform(len(centres)))
         done += size
         bar.update()
@@ -682,7 +840,8 @@ def _decode_lossless(network, header, verbose):
     stack = np.concatenate([start[:header["kept_words"]], stored])
     per_image = math.prod(shape[1:])
     latent_dim = int(network.latent_dim)
-    top = 1 if network.likelihood == "bernoulli" else num_levels - 1
+    top = _top_symbol(network.likelihood, num_levels)
+    context = context_model(network, shape[1:])
     symbols = np.empty((shape[0], per_image), np.int32)
     try:
         coder = c.stream.stack.AnsCoder(stack)
@@ -696,7 +855,7 @@ def _decode_lossless(network, header, verbose):
                 size, latent_dim).astype(np.float32), header["batch_size"])
             symbols[batch] = _pop_pixels(
                 coder, size * per_image, outputs, network.likelihood,
-                num_levels).reshape(size, per_image)
+                num_levels, context).reshape(size, per_image)
             inputs = (symbols[batch] / float(top)).astype(np.float32)
             z_mean, z_log_var = _padded(
                 network.posterior, inputs.reshape(size, *shape[1:]),

@@ -86,6 +86,10 @@ class KerasNetwork:
         self.standard_normal_prior = _is_standard_normal(
             model.prior, model.latent_dim)
         self.fingerprint = model_fingerprint(model)
+        # A likelihood whose pixels see their neighbours: the codec runs
+        # its head in numpy, the same on every runtime.
+        head_weights = getattr(model.likelihood, "head_weights", None)
+        self.context_head = head_weights() if callable(head_weights) else None
 
     def posterior(self, x):
         z_mean, z_log_var = self.model.posterior(np.asarray(x, np.float32))

@@ -4,11 +4,18 @@ import keras
 
 from keras_vae.likelihoods.base import Likelihood
 from keras_vae.likelihoods.bernoulli import Bernoulli
+from keras_vae.likelihoods.context import (
+    ContextBernoulli,
+    ContextDiscretizedLogistic,
+    ContextLikelihood,
+)
 from keras_vae.likelihoods.discretized_logistic import DiscretizedLogistic
 from keras_vae.likelihoods.gaussian import Gaussian
 
 ALL_LIKELIHOODS = {
     "bernoulli": lambda: Bernoulli(),
+    "context_bernoulli": lambda: ContextBernoulli(),
+    "context_discretized_logistic": lambda: ContextDiscretizedLogistic(),
     "discretized_logistic": lambda: DiscretizedLogistic(),
     "gaussian": lambda: Gaussian(log_scale="fixed"),
     "gaussian_global": lambda: Gaussian(log_scale="global"),
@@ -21,6 +28,9 @@ def get(identifier):
 
     Args:
         identifier: str, dict or `Likelihood`. One of `"bernoulli"`,
+            `"context_bernoulli"` (binary images, each pixel also sees its
+            already-seen neighbours), `"context_discretized_logistic"`
+            (8-bit images, likewise),
             `"discretized_logistic"` (8-bit pixels k / 255),
             `"gaussian"` (unit scale), `"gaussian_global"` (learned global
             log-scale), `"gaussian_per_pixel"` (learned per-dimension
@@ -45,4 +55,5 @@ def get(identifier):
     )
 
 
-__all__ = ["Likelihood", "Bernoulli", "DiscretizedLogistic", "Gaussian", "get"]
+__all__ = ["Likelihood", "Bernoulli", "ContextBernoulli",
+           "ContextDiscretizedLogistic", "ContextLikelihood", "DiscretizedLogistic", "Gaussian", "get"]
