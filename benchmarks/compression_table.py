@@ -1,4 +1,4 @@
-"""Issue 4, acceptance 1 and 3: prune, then QAT, on MNIST-5k.
+"""Prune, then QAT, on MNIST-5k: quality, exact zeros, int8 quality.
 
 For each model (MLP VAE 784-512-256, latent 16, pruned to 80%; `conv_vae`
 pruned to 50%) it trains `--pretrain` epochs, saves the model with its
@@ -10,7 +10,7 @@ leaves smaller kernels dense). It reports the test negative ELBO of both
 (one sample per image, the same noise, 1,000 test images), the relative
 gap, and the exact zeros of every pruned kernel after `strip_pruning`.
 
-Then QAT (acceptance 3): the stripped pruned model gets `quantize_aware`
+Then QAT: the stripped pruned model gets `quantize_aware`
 and `--qat-epochs` epochs at learning rate 1e-4; the int8 `.tflite` of that
 model (QAT ranges, no calibration) is compared with post-training int8 of
 the same pruned model (calibrated on 500 training images): file
@@ -94,7 +94,7 @@ def run(kind, target, args, x_train, x_test, workdir):
     report = compression.sparsity_report(stripped)
     train_seconds = time.perf_counter() - start
 
-    # Acceptance: at least floor(target * n) of the n weights of every
+    # Required: at least floor(target * n) of the n weights of every
     # pruned kernel are exactly zero (TF-MOT keeps round(n * (1 - target))).
     chosen = [layer for layer in compression.prunable_layers(stripped).values()
               if large(layer)]
@@ -190,7 +190,7 @@ def _label(row):
 
 def to_markdown(rows):
     lines = [
-        "# Compression on MNIST-5k (issue 4)",
+        "# Compression on MNIST-5k",
         "",
         "Reproduce (TensorFlow backend, CPU), one command per model; "
         "`--models mlp conv` runs both into one table:",
@@ -212,7 +212,7 @@ def to_markdown(rows):
         "(TF-MOT keeps round(n * (1 - target)) weights, so 80% of an odd "
         "count can leave a fraction of one weight more).",
         "",
-        "## Acceptance 1: pruning",
+        "## Pruning: quality and exact zeros",
         "",
         "| model | target | pruned kernels | epochs (pre + fine-tune) | "
         "-ELBO unpruned | -ELBO pruned | gap | min sparsity of pruned "
@@ -232,7 +232,7 @@ def to_markdown(rows):
         )
     lines += [
         "",
-        "## Acceptance 3: QAT after pruning vs post-training int8",
+        "## QAT after pruning vs post-training int8",
         "",
         "QAT: `quantize_aware(strip_pruning(pruned))`, `--qat-epochs` "
         "epochs at Adam 1e-4, exported with its own ranges. PTQ: the same "

@@ -1,6 +1,6 @@
 """Size, quality and speed of LiteRT exports on MNIST-5k: the README table.
 
-One command measures everything the export acceptance asks for and writes
+One command measures the size, quality and speed of every export mode and writes
 `benchmarks/export_table.md` (and `export_table.json`):
 
     KERAS_BACKEND=tensorflow TF_CPP_MIN_LOG_LEVEL=3 \

@@ -1,4 +1,4 @@
-"""Issue 2, acceptance 2: MLP VAE on MNIST-5k, 30 epochs, TF and JAX.
+"""Test ELBO of the MLP VAE on MNIST-5k, 30 epochs, TF and JAX.
 
 MLP 784-512-256, latent 16, Bernoulli, Adam 1e-3, batch 128. Trains one
 model per seed on each backend (each backend in its own process) and writes

@@ -1,4 +1,4 @@
-"""Every model of the family passes the same checks (issue 3, acceptance 1).
+"""Every model of the family passes the same checks.
 
 One case per builder: config round-trip, one `fit` step on TensorFlow and
 on JAX (all JAX cases in one subprocess), exact `.keras` save/load, and a

@@ -1,4 +1,4 @@
-"""KL warm-up, beta as a variable and free bits (issue 3, acceptance 4)."""
+"""KL warm-up, beta as a variable and free bits."""
 
 import json
 import os
@@ -105,7 +105,7 @@ def _active_units_after(x, x_test, free_bits, callbacks):
 
 
 def test_warmup_and_free_bits_keep_more_active_units_than_beta_4(digits):
-    """Acceptance 4: beta = 4 from the start collapses the posterior."""
+    """beta = 4 from the start collapses more of the posterior."""
     (x, _), (x_test, _) = digits
     collapsed = _active_units_after(x, x_test, 0.0, [])
     kept = _active_units_after(

@@ -86,7 +86,7 @@ def test_grids_of_a_plain_vae(data, tmp_path):
 
 
 def test_demo_and_train_write_the_latent_plots(tmp_path):
-    """Acceptance 5: `make demo` runs this job; it writes the latent PNGs."""
+    """`make demo` runs this job; it writes the latent PNGs."""
     import json
     import os
 

@@ -50,13 +50,27 @@ def _check_finite(array, name):
 
 
 def _numeric(value, name, dtype):
+    """`value` as an array of `dtype`, refusing text and complex numbers.
+
+    The check comes before the cast: `np.asarray(["0.5"], "float32")` would
+    silently turn text into numbers, and a cast drops imaginary parts.
+    """
     try:
-        return np.asarray(value, dtype=dtype)
+        array = np.asarray(value)
     except (TypeError, ValueError) as error:
         raise ValueError(
             f"Expected `{name}` to hold numbers ({error}). "
             f"Received: {name} of type {type(value).__name__}"
         ) from None
+    if array.dtype != bool and not (
+        np.issubdtype(array.dtype, np.integer)
+        or np.issubdtype(array.dtype, np.floating)
+    ):
+        raise ValueError(
+            f"Expected `{name}` to hold real numbers. Received: {name} with "
+            f"dtype={array.dtype}"
+        )
+    return array if dtype is None else array.astype(dtype)
 
 
 def representative_examples(

@@ -166,6 +166,14 @@ def _calibration(model, quantization, representative_data, num_samples):
             "representative_data")
 
 
+def _is_dataset(data):
+    try:
+        import tensorflow as tf
+    except ImportError:  # pragma: no cover - tensorflow is a dependency
+        return False
+    return isinstance(data, tf.data.Dataset)
+
+
 def _placeholder_data(model):
     x = np.zeros((1, *model.input_spec_shape), "float32")
     return (x, np.zeros((1,), "int32")) if model.is_conditional else x
@@ -174,6 +182,15 @@ def _placeholder_data(model):
 def _calibration_arrays(model, representative_data, num_samples):
     from keras_vae.compression import representative_examples
 
+    # Arrays are checked as given, before any cast: integer pixels, text,
+    # NaN or an empty array are refused under the argument's own name.
+    pair = isinstance(representative_data, tuple) and len(representative_data) == 2
+    given = representative_data[0] if pair else representative_data
+    if not _is_dataset(given):
+        given = _validation.as_float_array(
+            given, "representative_data", model.input_spec_shape,
+            model.likelihood)
+        representative_data = (given, representative_data[1]) if pair else given
     x, labels = representative_examples(
         representative_data, num_samples, model.input_spec_shape
     )
@@ -409,6 +426,9 @@ def _metadata(model, quantization, int8_io, signatures, sparsity, sparse,
         "likelihood": likelihood.get("class_name", "").lower(),
         # The values `x` may take (Bernoulli: [0, 1]); the runtime checks.
         "data_bounds": _data_bounds(model.likelihood),
+        # What a runtime needs beyond the decoder's outputs (the codec's
+        # context head of a ContextBernoulli likelihood), else None.
+        "likelihood_head": model.likelihood.export_metadata(),
         "prior": _prior_metadata(model),
         "kernel_sparsity": round(float(sparsity), 4),
         "sparse_encoding": bool(sparse),
