@@ -5,7 +5,8 @@ Each function below wraps one private attribute or function that has no
 public equivalent, says why, and is the only place to fix when a Keras
 release changes it. `SUPPORTED_KERAS` is the Keras range the test suite
 covers (and `setup.cfg` pins); `check_keras_version` fails with a message
-naming this module when the installed Keras is outside it.
+naming this module when the installed Keras is outside it; it runs when
+keras-vae is imported (`KERAS_VAE_ALLOW_UNTESTED_KERAS=1` skips it).
 
 What is used, and why no public API does the job:
 
@@ -17,8 +18,9 @@ What is used, and why no public API does the job:
   execution settings it resolves per `fit` call, so a loaded model chooses
   again instead of inheriting one call's choice, and the `metrics` it
   computes itself (on the reconstruction) instead of passing to Keras.
-- `Model._initial_epoch` (`set_initial_epoch`): the hook through which
-  `keras.callbacks.BackupAndRestore` itself tells `fit` where to resume.
+- `Model._initial_epoch` (`set_initial_epoch`, `restored_from_backup`):
+  the hook through which `keras.callbacks.BackupAndRestore` itself tells
+  `fit` where to resume; `KLWarmup` reads it to continue its schedule.
 - `Model._distribute_strategy` (`model_distribute_strategy`): the strategy
   a model was built under; `tf.distribute.has_strategy()` only sees the
   current scope.
@@ -41,6 +43,7 @@ What is used, and why no public API does the job:
 """
 
 import contextlib
+import os
 
 import keras
 
@@ -79,8 +82,9 @@ def check_keras_version(version=None):
             f"<{high[0]}.{high[1]}; the private Keras internals it relies on "
             "(listed in keras_vae/_keras_internals.py) may differ in other "
             "releases. Install a supported Keras, e.g. "
-            f"`pip install 'keras>={low[0]}.{low[1]},<{high[0]}.{high[1]}'`. "
-            f"Received: keras=={version}"
+            f"`pip install 'keras>={low[0]}.{low[1]},<{high[0]}.{high[1]}'` "
+            "(or set KERAS_VAE_ALLOW_UNTESTED_KERAS=1 to try this one at "
+            f"your own risk). Received: keras=={version}"
         )
     return version
 
@@ -106,6 +110,11 @@ def set_compile_config(model, **values):
 def set_initial_epoch(model, epoch):
     """Make the next `fit` of `model` start at `epoch` (`_initial_epoch`)."""
     model._initial_epoch = int(epoch)
+
+
+def restored_from_backup(model):
+    """Whether a backup callback set where this `fit` resumes (`_initial_epoch`)."""
+    return getattr(model, "_initial_epoch", None) is not None
 
 
 def model_distribute_strategy(model):
@@ -156,3 +165,8 @@ def sync_jax_state(model):
     """
     if keras.backend.backend() == "jax":
         model.jax_state_sync()
+
+
+# Checked once, when keras-vae is imported.
+if not os.environ.get("KERAS_VAE_ALLOW_UNTESTED_KERAS"):
+    check_keras_version()

@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_vae import _validation
+from keras_vae import _keras_internals, _validation
 
 _SCHEDULES = ("linear", "cyclical")
 _UNITS = ("step", "epoch")
@@ -137,10 +137,10 @@ class KLWarmup(keras.callbacks.Callback):
             self.step += 1
 
     def _resumed_from_backup(self):
-        # `BackupAndRestore` sets `_initial_epoch` when it restores a
-        # checkpoint. The step counter of this fresh callback is then 0,
-        # but the restored optimizer knows how many steps were taken.
-        return getattr(self.model, "_initial_epoch", None) is not None
+        # A backup callback that restored a checkpoint told `fit` where to
+        # resume. The step counter of this fresh callback is then 0, but
+        # the restored optimizer knows how many steps were taken.
+        return _keras_internals.restored_from_backup(self.model)
 
     def _restored_step(self):
         if keras.backend.backend() == "jax":
