@@ -15,6 +15,7 @@ import sys
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_DIR = os.path.dirname(BENCH_DIR)
+README = os.path.join(REPO_DIR, "README.md")
 
 
 def summary(values):
@@ -147,3 +148,27 @@ def _cpu_flags():
     except OSError:
         pass
     return []
+
+
+def update_readme(markdown, markers, readme=README):
+    """Replace the text between two marker lines of the README.
+
+    Args:
+        markdown: str. The new text between the markers.
+        markers: pair of str. The start and end markers, e.g.
+            `("<!-- codec_table:start -->", "<!-- codec_table:end -->")`.
+        readme: str. The file to edit.
+
+    Returns:
+        bool. False (and nothing written) when a marker is missing.
+    """
+    with open(readme, encoding="utf-8") as handle:
+        text = handle.read()
+    start, end = markers
+    if start not in text or end not in text:
+        return False
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    with open(readme, "w", encoding="utf-8") as handle:
+        handle.write(head + start + "\n" + markdown + end + tail)
+    return True

@@ -61,11 +61,12 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "export"))
 
+import _common
+
 import keras_vae
 from keras_vae import codec
 
 CACHE_DIR = os.path.join(HERE, "cache")
-README = os.path.join(REPO, "README.md")
 README_MARKERS = ("<!-- codec_table:start -->", "<!-- codec_table:end -->")
 PIXELS = 28 * 28
 SHEET = (25, 40)  # rows x columns of digits in one sheet image
@@ -477,7 +478,7 @@ def run(quick=False, out_dir=HERE, log=print):
         handle.write(markdown)
     plot(results, os.path.join(out_dir, "codec_rd.png"))
     if not quick:
-        update_readme(markdown)
+        _common.update_readme(markdown, README_MARKERS)
     log(f"wrote {out_dir}/codec_table.md, codec_table.json, codec_rd.png")
     return results
 
@@ -608,20 +609,6 @@ def plot(results, path):
     return path
 
 
-def update_readme(markdown, readme=README):
-    """Replace the text between the codec_table markers of the README."""
-    with open(readme, encoding="utf-8") as handle:
-        text = handle.read()
-    start, end = README_MARKERS
-    if start not in text or end not in text:
-        return False
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    with open(readme, "w", encoding="utf-8") as handle:
-        handle.write(head + start + "\n" + markdown + end + tail)
-    return True
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
@@ -644,7 +631,7 @@ def main(argv=None):
             handle.write(markdown)
         plot(results, os.path.join(args.out_dir, "codec_rd.png"))
         if "--quick" not in results["command"]:
-            update_readme(markdown)
+            _common.update_readme(markdown, README_MARKERS)
         return
     if args.choose_epochs:
         settings = QUICK if args.quick else FULL

@@ -55,12 +55,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
+import _common
+
 import keras_vae
 from keras_vae.callbacks import LearningCurve
 from keras_vae.compression import Distiller
 from keras_vae.compression.distillation import build_student
 
-README = os.path.join(REPO, "README.md")
 README_MARKERS = ("<!-- distill_table:start -->",
                   "<!-- distill_table:end -->")
 ABLATION_MARKERS = ("<!-- distill_ablation:start -->",
@@ -487,22 +488,8 @@ def ablation(quick=False, out_dir=HERE, seed=0, log=print):
     keras_vae.files.write_bytes(os.path.join(out_dir, "distill_ablation.md"),
                                 markdown.encode("utf-8"), overwrite=True)
     if not quick:
-        update_readme(markdown, markers=ABLATION_MARKERS)
+        _common.update_readme(markdown, ABLATION_MARKERS)
     return results
-
-
-def update_readme(markdown, readme=README, markers=README_MARKERS):
-    """Replace the text between two markers of the README."""
-    with open(readme, encoding="utf-8") as handle:
-        text = handle.read()
-    start, end = markers
-    if start not in text or end not in text:
-        return False
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    with open(readme, "w", encoding="utf-8") as handle:
-        handle.write(head + start + "\n" + markdown + end + tail)
-    return True
 
 
 def write(results, out_dir, update=True):
@@ -514,7 +501,7 @@ def write(results, out_dir, update=True):
                                 markdown.encode("utf-8"), overwrite=True)
     plot(results, out_dir)
     if update:
-        update_readme(markdown)
+        _common.update_readme(markdown, README_MARKERS)
     return markdown
 
 

@@ -38,10 +38,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
+import _common
+
 import keras_vae
 from keras_vae import search
 
-README = os.path.join(REPO, "README.md")
 README_MARKERS = ("<!-- search_table:start -->", "<!-- search_table:end -->")
 # The KerasTuner project (models, .tflite files, trial records): resumable,
 # not committed (runs/ is git-ignored).
@@ -176,20 +177,6 @@ def to_markdown(results):
     return "\n".join(lines) + "\n"
 
 
-def update_readme(markdown, readme=README):
-    """Replace the text between the search_table markers of the README."""
-    with open(readme, encoding="utf-8") as handle:
-        text = handle.read()
-    start, end = README_MARKERS
-    if start not in text or end not in text:
-        return False
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    with open(readme, "w", encoding="utf-8") as handle:
-        handle.write(head + start + "\n" + markdown + end + tail)
-    return True
-
-
 def write(results, out_dir, update=True):
     os.makedirs(out_dir, exist_ok=True)
     markdown = to_markdown(results)
@@ -203,7 +190,7 @@ def write(results, out_dir, update=True):
                        architecture="default mlp_vae "
                        + results["default"]["architecture"]))
     if update:
-        update_readme(markdown)
+        _common.update_readme(markdown, README_MARKERS)
     return markdown
 
 
