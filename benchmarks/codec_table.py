@@ -9,7 +9,9 @@ One run measures, on the 1,000 MNIST-5k test digits:
   bz2, lzma (raw bytes; packed bits for binary), PNG, JPEG-XL lossless
   (per image and as one 40 x 25 sheet) and WebP lossless;
 - lossy, 8-bit: the rate-distortion curve (bits per image against PSNR
-  and SSIM) of keras-vae latent codes over a sweep of grid steps, and of
+  and SSIM) of keras-vae latent codes over a sweep of grid steps (an MLP
+  VAE with the plain `discretized_logistic` likelihood, decoded with its
+  mean), and of
   JPEG, WebP, AVIF and JPEG-XL over a sweep of quality settings, with the
   bytes of each codec's smallest file (its container header and then
   some) and where the curves cross;
@@ -74,9 +76,14 @@ SHEET = (25, 40)  # rows x columns of digits in one sheet image
 FULL = {
     "num_test": 1000, "latent_dim": 32, "hidden_units": (512, 256),
     "likelihood": {"binary": "context_bernoulli",
-                   "8bit": "context_discretized_logistic"},
-    # Chosen with --choose-epochs (lowest held-out negative ELBO).
-    "epochs": {"binary": 50, "8bit": 100},
+                   "8bit": "context_discretized_logistic",
+                   # Lossy codes decode with the decoder's mean: a context
+                   # likelihood has none in closed form, so the lossy
+                   # curve uses the same MLP with a plain likelihood.
+                   "lossy": "discretized_logistic"},
+    # Chosen with --choose-epochs (lowest held-out negative ELBO); the
+    # lossy model trains as long as the 8-bit one.
+    "epochs": {"binary": 50, "8bit": 100, "lossy": 100},
     "validation": 500, "max_epochs": 200,
     "batch_size": 128, "learning_rate": 1e-3, "seed": 0,
     "steps": (3.0, 2.0, 1.5, 1.0, 0.75, 0.5, 0.35, 0.25, 0.15, 0.1, 0.05),
@@ -84,7 +91,8 @@ FULL = {
     "precision": 10, "codec_batch_size": 128,
 }
 QUICK = dict(FULL, num_test=48, latent_dim=4, hidden_units=(32,),
-             epochs={"binary": 2, "8bit": 2}, max_epochs=2, validation=64,
+             epochs={"binary": 2, "8bit": 2, "lossy": 2}, max_epochs=2,
+             validation=64,
              steps=(1.0, 0.25), qualities=(10, 50, 90))
 
 
@@ -461,10 +469,14 @@ def run(quick=False, out_dir=HERE, log=print):
         results["lossless"][name] = row
     log("lossy ...")
     images = data["levels_test"]
-    ours = keras_vae_lossy_curve(models["8bit"], images, settings["steps"])
+    lossy_model, info = trained_model("lossy", data["levels_train"], settings,
+                                      quick, log)
+    ours = keras_vae_lossy_curve(lossy_model, images, settings["steps"])
     curves = lossy_codec_curves(images, settings["qualities"], log)
     results["lossy"] = {
         "keras_vae": ours,
+        "likelihood": settings["likelihood"]["lossy"],
+        "training": info,
         "codecs": curves,
         "comparison": {name: compare_curves(ours, points)
                        for name, points in curves.items()},
@@ -524,9 +536,11 @@ def _elbo_verdict(ratio):
     if abs(ratio - 1) <= 0.015:
         return "target within 1.5%: met"
     if ratio < 1:
-        return ("below it by more than 1.5%: the code of the discretised "
-                "latents, capped at `precision` bits per dimension, is "
-                "shorter than the Gaussian ELBO")
+        return ("below it by more than 1.5%: the entropy coder gives every "
+                "level a probability of at least 2^-24, so a pixel the model "
+                "puts far in a tail costs at most about 24 bits, where the "
+                "negative ELBO charges its exact, larger cost; the model is "
+                "overconfident on some test pixels")
     return "target within 1.5%: missed"
 
 
@@ -553,8 +567,10 @@ def to_markdown(results):
                          f"{row['compress_images_per_s']:.0f} | "
                          f"{row['decompress_images_per_s']:.0f} |")
     lossy = results["lossy"]
-    lines += ["", "**Lossy, 8-bit** (bits per image, mean PSNR and SSIM; "
-              "plot: `benchmarks/codec_rd.png`)", "",
+    lines += ["", "**Lossy, 8-bit** (MLP VAE, likelihood "
+              f"`{lossy.get('likelihood', '?')}`, decoded with its mean; bits "
+              "per image, mean PSNR and SSIM; plot: `benchmarks/codec_rd.png`)",
+              "",
               "| keras-vae step | bits/image | PSNR (dB) | SSIM |",
               "|---|---|---|---|"]
     for point in lossy["keras_vae"]:
@@ -568,12 +584,26 @@ def to_markdown(results):
         bits = [p["bits_per_image"] for p in points]
         psnr = [p["psnr"] for p in points]
         smallest = min(p["smallest_file_bytes"] for p in points)
-        ratios = [p["ratio"] for p in comparison["points"]]
-        inside = sum(p["how"] == "interpolated" for p in comparison["points"])
-        verdict = (f"{'fewer' if max(ratios) < 1 else 'not always fewer'} bits "
-                   f"at every keras-vae point (ratio {min(ratios):.2f}-"
-                   f"{max(ratios):.2f}; {inside} of {len(ratios)} points "
-                   f"inside its PSNR range)")
+        # Only points inside the codec's PSNR range compare at equal PSNR.
+        inside = [p["ratio"] for p in comparison["points"]
+                  if p["how"] == "interpolated"]
+        if inside:
+            verdict = (f"{'fewer' if max(inside) < 1 else 'not always fewer'} "
+                       f"bits at equal PSNR at the {len(inside)} of "
+                       f"{len(comparison['points'])} keras-vae points inside "
+                       f"its PSNR range (ratio {min(inside):.2f}-"
+                       f"{max(inside):.2f})")
+        else:
+            verdict = "no keras-vae point inside its PSNR range"
+        below = [p["ratio"] for p in comparison["points"]
+                 if p["how"].startswith("at least")]
+        if below:
+            # Its lowest quality already gives more PSNR than these points:
+            # its smallest file is all it could spend there.
+            verdict += (f"; {len(below)} points below its range, where even "
+                        f"its smallest files are {1 / max(below):.0f}-"
+                        f"{1 / min(below):.0f}x the keras-vae bits (at more "
+                        "PSNR)")
         crossings = ", ".join(f"{c:.1f}" for c in comparison["crossings_psnr"]) or "none"
         lines.append(f"| {name} | {min(bits):.0f}-{max(bits):.0f} | "
                      f"{min(psnr):.1f}-{max(psnr):.1f} | {smallest} | "
