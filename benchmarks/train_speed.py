@@ -41,14 +41,35 @@ ELBO in nats per image after the last epoch, and the peak resident memory.
 `--profile` instead times the parts of one training step (matmuls alone,
 forward and backward, the Adam update, the whole step with and without
 XLA) to show where the time goes.
+
+`--whole-fit` measures what a user waits for: the wall time of the whole
+default `fit` call, compilation included, in a fresh process (the first
+`fit`), then of a second `fit` of the same model in the same process,
+which must not compile again. Rows: the MLP VAE on TensorFlow and JAX
+against PyTorch eager, the MLP CVAE (numpy `(x, y)`) on both backends and
+the conv VAE on TensorFlow (on JAX only with `--rows conv_jax`: JAX's
+CPU convolutions are several times slower). Every candidate runs
+`--repeats` fresh processes per epoch count, interleaved, and the table gives the best of them and the ratio
+of PyTorch's best to ours. `--cache` says which XLA compilation cache the
+children use: `user` (the cache a user has, `~/.cache/keras_vae/xla`,
+warm after the first run), `cold` (an empty one per process: the first
+`fit` ever) or `off`; each record notes whether its cache was warm.
+
+    .venv/bin/python benchmarks/train_speed.py --whole-fit --fit-epochs 10 30 --repeats 2
 """
 
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
+
+# Interpreter start, nearly: imports of the candidate's framework count
+# from here (`import_seconds` of the whole-fit records).
+_PROCESS_START = time.perf_counter()
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,6 +89,18 @@ CVAE_TARGET_SPEEDUP = 1.3
 # for any real training run, and enough for the test ELBOs to settle.
 DEFAULT_EPOCHS = 20
 TORCH_VERSION = "2.13.0"
+# Whole-fit rows (`--whole-fit`): candidates ending in `_jax` run on JAX.
+WHOLE_FIT_ROWS = {
+    "mlp": ("keras_vae", "keras_vae_jax", "reference_torch"),
+    "cvae": ("cvae_keras_vae", "cvae_keras_vae_jax"),
+    "conv": ("conv_keras_vae",),
+    # Opt-in: JAX's CPU convolutions make this row take hours at 30 epochs.
+    "conv_jax": ("conv_keras_vae_jax",),
+}
+DEFAULT_WHOLE_FIT_ROWS = ("mlp", "cvae", "conv")
+WHOLE_FIT_EPOCHS = (10, 30)
+WHOLE_FIT_CACHES = ("user", "cold", "off")
+CACHE_ENV = "KERAS_VAE_COMPILATION_CACHE"
 
 
 # ----------------------------------------------------------------- data
@@ -368,44 +401,59 @@ def train_reference_torch(x_train, x_test, epochs, seed=0,
                           batch_size=BATCH_SIZE):
     """Reference (b): the same MLP VAE in PyTorch eager."""
     torch = ensure_torch()
-    from torch import nn
-    from torch.nn import functional
+    trainer = _TorchTrainer(x_train, seed, batch_size)
+    epoch_seconds = trainer.fit(epochs)
+    return _record("reference_torch", epoch_seconds, len(x_train),
+                   trainer.test_elbo(x_test),
+                   torch_threads=torch.get_num_threads())
 
-    torch.manual_seed(seed)
-    model = build_reference_torch(x_train.shape[1:], **ARCHITECTURE)
-    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
-    data = torch.from_numpy(x_train.reshape(len(x_train), -1))
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(data), batch_size=batch_size,
-        shuffle=True)
 
-    def loss_function(logits, x, mu, log_var):
+class _TorchTrainer:
+    """The PyTorch examples' VAE training loop, callable more than once."""
+
+    def __init__(self, x_train, seed=0, batch_size=BATCH_SIZE):
+        torch = self.torch = ensure_torch()
+        torch.manual_seed(seed)
+        self.model = build_reference_torch(x_train.shape[1:], **ARCHITECTURE)
+        self.optimizer = torch.optim.Adam(self.model.parameters(),
+                                          lr=LEARNING_RATE)
+        data = torch.from_numpy(x_train.reshape(len(x_train), -1))
+        self.loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(data), batch_size=batch_size,
+            shuffle=True)
+
+    def losses(self, logits, x, mu, log_var):
+        from torch.nn import functional
+
         bce = functional.binary_cross_entropy_with_logits(
             logits, x, reduction="sum")
-        kld = -0.5 * torch.sum(1 + log_var - mu.pow(2) - log_var.exp())
+        kld = -0.5 * self.torch.sum(1 + log_var - mu.pow(2) - log_var.exp())
         return bce, kld
 
-    epoch_seconds = []
-    model.train()
-    for _ in range(epochs):
-        start = time.perf_counter()
-        for (x,) in loader:
-            optimizer.zero_grad()
-            logits, mu, log_var = model(x)
-            bce, kld = loss_function(logits, x, mu, log_var)
-            loss = (bce + kld) / len(x)
-            loss.backward()
-            optimizer.step()
-        epoch_seconds.append(time.perf_counter() - start)
-    model.eval()
-    with torch.no_grad():
-        x = torch.from_numpy(x_test.reshape(len(x_test), -1))
-        logits, mu, log_var = model(x)
-        bce, kld = loss_function(logits, x, mu, log_var)
-        test_elbo = -float(bce + kld) / len(x)
-    del nn
-    return _record("reference_torch", epoch_seconds, len(x_train), test_elbo,
-                   torch_threads=torch.get_num_threads())
+    def fit(self, epochs):
+        """Train `epochs` epochs; return the seconds of each."""
+        epoch_seconds = []
+        self.model.train()
+        for _ in range(epochs):
+            start = time.perf_counter()
+            for (x,) in self.loader:
+                self.optimizer.zero_grad()
+                logits, mu, log_var = self.model(x)
+                bce, kld = self.losses(logits, x, mu, log_var)
+                loss = (bce + kld) / len(x)
+                loss.backward()
+                self.optimizer.step()
+            epoch_seconds.append(time.perf_counter() - start)
+        return epoch_seconds
+
+    def test_elbo(self, x_test):
+        """One-sample ELBO in nats per image."""
+        self.model.eval()
+        with self.torch.no_grad():
+            x = self.torch.from_numpy(x_test.reshape(len(x_test), -1))
+            logits, mu, log_var = self.model(x)
+            bce, kld = self.losses(logits, x, mu, log_var)
+        return -float(bce + kld) / len(x)
 
 
 def build_reference_torch(input_shape, latent_dim=16, hidden_units=(512, 256),
@@ -492,7 +540,7 @@ def run_candidate_in_child(name, epochs, seed=0, train_size=None,
                            batch_size=BATCH_SIZE, dataset="mnist5k",
                            compile_kwargs=None):
     """Run `run_candidate` in a fresh process (JAX for `keras_vae_jax`)."""
-    backend = "jax" if name == "keras_vae_jax" else "tensorflow"
+    backend = "jax" if name.endswith("_jax") else "tensorflow"
     args = ["--candidate", name, "--epochs", epochs, "--seed", seed,
             "--batch-size", batch_size, "--dataset", dataset,
             "--compile", json.dumps(compile_kwargs or {})]
@@ -558,6 +606,206 @@ def summarize(records):
             if values:
                 ratios[name] = _common.summary(values)
     return {"candidates": table, "keras_vae_speedup": ratios}
+
+
+# ------------------------------------------------------------ whole fit
+def whole_fit(name, epochs, seed=0):
+    """First and second `fit` of one candidate in this (fresh) process.
+
+    Returns a record with `first_fit_seconds` (the whole `fit` call:
+    tracing, compilation, every epoch), `second_fit_seconds` (the same
+    `fit` again on the same model), the seconds of every epoch of both,
+    the test ELBO after the first fit and whether the XLA compilation
+    cache held entries when the process started (`cache_warm`).
+    """
+    cache = os.environ.get(CACHE_ENV, "user")
+    cache_warm = _cache_has_entries()
+    if name == "reference_torch":
+        x_train, x_test = load_data()
+        import_seconds = time.perf_counter() - _PROCESS_START
+        trainer = _TorchTrainer(x_train, seed)
+        fits = []
+        for _ in range(2):
+            start = time.perf_counter()
+            epoch_seconds = trainer.fit(epochs)
+            fits.append((time.perf_counter() - start, epoch_seconds))
+            if len(fits) == 1:
+                test_elbo = trainer.test_elbo(x_test)
+        extra = {"torch_threads": trainer.torch.get_num_threads()}
+    else:
+        import keras
+
+        import keras_vae
+
+        kind = name.split("_")[0] if name.startswith(("cvae", "conv")) \
+            else "mlp"
+        if kind == "cvae":
+            (x_train, y_train), (x_test, y_test) = load_labelled_data()
+        else:
+            x_train, x_test = load_data()
+            y_train = y_test = None
+        import_seconds = time.perf_counter() - _PROCESS_START
+        keras.utils.set_random_seed(seed)
+        if kind == "cvae":
+            model = keras_vae.models.mlp_cvae(
+                x_train.shape[1:], NUM_CLASSES, seed=seed, **ARCHITECTURE)
+        elif kind == "conv":
+            model = keras_vae.models.conv_vae(x_train.shape[1:], latent_dim=16,
+                                              seed=seed)
+        else:
+            model = keras_vae.models.mlp_vae(x_train.shape[1:], seed=seed,
+                                             **ARCHITECTURE)
+        model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE))
+        fits = []
+        for _ in range(2):
+            timer = EpochTimer()
+            start = time.perf_counter()
+            model.fit(x_train, y_train, epochs=epochs, batch_size=BATCH_SIZE,
+                      verbose=0, callbacks=[timer])
+            fits.append((time.perf_counter() - start, timer.seconds))
+            if len(fits) == 1:
+                test_elbo = model.evaluate(
+                    x_test, y_test, batch_size=1000, verbose=0,
+                    return_dict=True)["elbo"]
+        extra = {
+            "backend": keras.backend.backend(),
+            "jit_compile": bool(model.jit_compile),
+            "steps_per_execution": int(model.steps_per_execution),
+            "fused": "make_fused_train_function" in getattr(
+                model.train_function, "__qualname__", ""),
+        }
+    (first, first_epochs), (second, second_epochs) = fits
+    return _record(
+        name, first_epochs, len(x_train), test_elbo, epochs=epochs,
+        first_fit_seconds=first, second_fit_seconds=second,
+        second_epoch_seconds=second_epochs, import_seconds=import_seconds,
+        cache=cache, cache_warm=cache_warm, **extra)
+
+
+def _cache_has_entries():
+    """True when the XLA cache this process will use already holds files."""
+    value = os.environ.get(CACHE_ENV)
+    if value is not None and value.strip().lower() in (
+            "", "0", "off", "false", "no", "none"):
+        return False
+    root = value or os.path.join(
+        os.environ.get("XDG_CACHE_HOME")
+        or os.path.join(os.path.expanduser("~"), ".cache"),
+        "keras_vae", "xla")
+    return any(files for _, _, files in os.walk(root))
+
+
+def benchmark_whole_fit(epoch_counts=WHOLE_FIT_EPOCHS, repeats=2,
+                        rows=DEFAULT_WHOLE_FIT_ROWS, cache="user", seed=0,
+                        log=print):
+    """Whole-fit wall times, fresh processes interleaved, best of `repeats`.
+
+    For each epoch count, every candidate of `rows` runs once per repeat
+    (A, B, C, A, B, C, ...), each in a fresh process with the XLA cache
+    chosen by `cache` (see the module docstring).
+    """
+    if cache not in WHOLE_FIT_CACHES:
+        raise ValueError(f"Expected `cache` in {WHOLE_FIT_CACHES}. "
+                         f"Received: cache={cache!r}")
+    names = [name for row in rows for name in WHOLE_FIT_ROWS[row]]
+    records = []
+    saved = os.environ.get(CACHE_ENV)
+    try:
+        for epochs in epoch_counts:
+            for repeat in range(repeats):
+                for name in names:
+                    folder = None
+                    if cache == "cold":
+                        folder = tempfile.mkdtemp(prefix="keras_vae_xla_")
+                        os.environ[CACHE_ENV] = folder
+                    elif cache == "off":
+                        os.environ[CACHE_ENV] = "off"
+                    try:
+                        record = _run_whole_fit_child(name, epochs, seed)
+                    finally:
+                        if folder:
+                            shutil.rmtree(folder, ignore_errors=True)
+                    record["repeat"] = repeat
+                    records.append(record)
+                    log(f"  whole fit {name:20s} {epochs:3d} epochs, repeat "
+                        f"{repeat}: first {record['first_fit_seconds']:6.2f}"
+                        f" s, second {record['second_fit_seconds']:6.2f} s, "
+                        f"{record['samples_per_second']:7.0f} samples/s, "
+                        f"test ELBO {record['test_elbo']:.1f}, cache "
+                        f"{'warm' if record['cache_warm'] else 'cold'}")
+    finally:
+        if saved is None:
+            os.environ.pop(CACHE_ENV, None)
+        else:
+            os.environ[CACHE_ENV] = saved
+    return {"epoch_counts": list(epoch_counts), "repeats": repeats,
+            "cache": cache, "records": records,
+            "summary": summarize_whole_fit(records)}
+
+
+def _run_whole_fit_child(name, epochs, seed):
+    backend = "jax" if name.endswith("_jax") else "tensorflow"
+    record = _common.run_child(
+        "train_speed", ["--whole-fit-child", "--candidate", name,
+                        "--epochs", epochs, "--seed", seed], backend=backend)
+    record["candidate"] = name
+    return record
+
+
+def summarize_whole_fit(records):
+    """Per (epochs, candidate): best and median times, ratios to PyTorch."""
+    groups = {}
+    for record in records:
+        groups.setdefault((record["epochs"], record["candidate"]),
+                          []).append(record)
+    rows = []
+    for (epochs, name), group in groups.items():
+        torch_rows = groups.get((epochs, "reference_torch"))
+        first = [r["first_fit_seconds"] for r in group]
+        row = {
+            "epochs": epochs, "candidate": name,
+            "first_fit_best": min(first),
+            "first_fit_median": statistics.median(first),
+            "second_fit_best": min(r["second_fit_seconds"] for r in group),
+            "seconds_per_epoch": statistics.median(
+                r["seconds_per_epoch"] for r in group),
+            "test_elbo": statistics.median(r["test_elbo"] for r in group),
+            "cache_warm": [r["cache_warm"] for r in group],
+            "runs": len(group),
+        }
+        # PyTorch runs the MLP VAE only: the other rows have no ratio.
+        if torch_rows and name in WHOLE_FIT_ROWS["mlp"][:-1]:
+            best_torch = min(r["first_fit_seconds"] for r in torch_rows)
+            row["torch_over_ours_first_fit"] = best_torch / row[
+                "first_fit_best"]
+            row["torch_over_ours_second_fit"] = min(
+                r["second_fit_seconds"] for r in torch_rows) / row[
+                "second_fit_best"]
+        rows.append(row)
+    return rows
+
+
+def whole_fit_table(summary):
+    """The whole-fit summary as a Markdown table."""
+    lines = [
+        "| epochs | candidate | first fit, best (s) | first fit, median (s) "
+        "| second fit, best (s) | PyTorch / ours, first fit "
+        "| PyTorch / ours, second fit | s/epoch (steady) | test ELBO "
+        "| cache warm |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in summary:
+        ratio = row.get("torch_over_ours_first_fit")
+        ratio2 = row.get("torch_over_ours_second_fit")
+        lines.append(
+            f"| {row['epochs']} | {row['candidate']} "
+            f"| {row['first_fit_best']:.2f} | {row['first_fit_median']:.2f} "
+            f"| {row['second_fit_best']:.2f} "
+            f"| {'' if ratio is None else f'{ratio:.2f}x'} "
+            f"| {'' if ratio2 is None else f'{ratio2:.2f}x'} "
+            f"| {row['seconds_per_epoch']:.3f} | {row['test_elbo']:.1f} "
+            f"| {'/'.join('y' if w else 'n' for w in row['cache_warm'])} |")
+    return "\n".join(lines)
 
 
 # -------------------------------------------------------------- profile
@@ -689,9 +937,12 @@ def _child_main(argv):
     parser.add_argument("--train-size", type=int, default=None)
     parser.add_argument("--dataset", default="mnist5k")
     parser.add_argument("--compile", default="{}")
+    parser.add_argument("--whole-fit-child", action="store_true")
     args = parser.parse_args(argv)
     if args.profile:
         return _common.emit(profile_step())
+    if args.whole_fit_child:
+        return _common.emit(whole_fit(args.candidate, args.epochs, args.seed))
     _common.emit(run_candidate(
         args.candidate, args.epochs, args.seed, args.train_size,
         args.batch_size, args.dataset, json.loads(args.compile)))
@@ -709,7 +960,28 @@ def main(argv=None):
                         help="run only the conditional VAE row")
     parser.add_argument("--profile", action="store_true",
                         help="time the parts of one training step instead")
+    parser.add_argument("--whole-fit", action="store_true",
+                        help="whole-fit wall times (first and second fit) "
+                             "against PyTorch eager instead")
+    parser.add_argument("--fit-epochs", type=int, nargs="+",
+                        default=list(WHOLE_FIT_EPOCHS),
+                        help="epoch counts of --whole-fit")
+    parser.add_argument("--rows", nargs="+", choices=list(WHOLE_FIT_ROWS),
+                        default=list(DEFAULT_WHOLE_FIT_ROWS),
+                        help="rows of --whole-fit")
+    parser.add_argument("--cache", choices=WHOLE_FIT_CACHES, default="user",
+                        help="XLA compilation cache of --whole-fit children")
+    parser.add_argument("--json", default=None,
+                        help="also write the --whole-fit records here")
     args = parser.parse_args(argv)
+    if args.whole_fit:
+        result = benchmark_whole_fit(args.fit_epochs, args.repeats,
+                                     args.rows, args.cache)
+        if args.json:
+            with open(args.json, "w") as handle:
+                json.dump(result, handle, indent=1)
+        print(whole_fit_table(result["summary"]))
+        return
     if args.profile:
         print(json.dumps(_common.run_child("train_speed", ["--profile"]),
                          indent=1))

@@ -1185,11 +1185,13 @@ class VAE(keras.Model):
             jit = planned is None or planned >= XLA_MIN_STEPS
             changed |= jit != self.jit_compile
             self.jit_compile = jit
-        # Numpy input under both "auto" settings: the TensorFlow backend
-        # fuses each execution's steps into one XLA computation.
+        # Numpy input under the "auto" settings (on JAX, where every step
+        # is XLA-compiled, `steps_per_execution` alone): each execution's
+        # steps run as one XLA computation (see `_fused_training`).
         fused_batch_size = None
         if (getattr(self, "_auto_steps_per_execution", False)
-                and getattr(self, "_auto_jit_compile", False)
+                and (getattr(self, "_auto_jit_compile", False)
+                     or keras.backend.backend() == "jax")
                 and isinstance(x, np.ndarray)):
             fused_batch_size = int(options.get("batch_size") or 32)
         changed |= fused_batch_size != getattr(self, "_fused_batch_size", None)
