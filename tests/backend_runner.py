@@ -5,6 +5,8 @@ import subprocess
 import sys
 import textwrap
 
+_FAST_COMPILE = "--xla_backend_optimization_level=0"
+
 
 def run_with_backend(code, backend="jax", timeout=1800, cwd=None):
     """Run `code` with `KERAS_BACKEND=backend`; return its stdout.
@@ -13,6 +15,11 @@ def run_with_backend(code, backend="jax", timeout=1800, cwd=None):
     """
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3",
                JAX_PLATFORMS="cpu", MPLBACKEND="Agg")
+    if backend == "jax" and _FAST_COMPILE not in env.get("XLA_FLAGS", ""):
+        # The snippets compile many small programs and run each a few
+        # times: XLA's backend optimisations cost more than they save.
+        # Results are compared within the snippet's own process.
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {_FAST_COMPILE}".strip()
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd,

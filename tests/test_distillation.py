@@ -242,9 +242,6 @@ def test_distillation_search_and_sample_quality_work_on_jax(tmp_path,
     output = run_with_backend(f"""
         import json, os
         os.environ["KERAS_VAE_CACHE_DIR"] = {feature_cache!r}
-        # Faster XLA compilation of the many small programs.
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                                   + " --xla_backend_optimization_level=0")
         import keras, numpy as np, keras_vae
         from keras_vae.compression import Distiller
         (x, y), (x_test, _) = keras_vae.datasets.load("digits")
