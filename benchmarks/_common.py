@@ -18,6 +18,12 @@ REPO_DIR = os.path.dirname(BENCH_DIR)
 README = os.path.join(REPO_DIR, "README.md")
 
 
+def mmm(stats, fmt="{:.0f}"):
+    """`median (min-max)` of a `summary`, each value formatted by `fmt`."""
+    return (f"{fmt.format(stats['median'])} "
+            f"({fmt.format(stats['min'])}-{fmt.format(stats['max'])})")
+
+
 def summary(values):
     """`{"min", "median", "max", "n", "values"}` of a list of numbers.
 
@@ -64,13 +70,17 @@ def child_env(backend="tensorflow", threads=None):
     return env
 
 
-def run_child(module, args, backend="tensorflow", threads=None, timeout=900):
-    """Run `benchmarks/<module>.py --child ARGS`; return its last JSON line."""
+def run_child(module, args, backend="tensorflow", threads=None, timeout=900,
+              env=None):
+    """Run `benchmarks/<module>.py --child ARGS`; return its last JSON line.
+
+    `env` adds variables to the child's environment (`child_env`).
+    """
     script = os.path.join(BENCH_DIR, f"{module}.py")
     result = subprocess.run(
         [sys.executable, script, "--child", *[str(a) for a in args]],
         capture_output=True, text=True, timeout=timeout,
-        env=child_env(backend, threads), cwd=REPO_DIR,
+        env=dict(child_env(backend, threads), **(env or {})), cwd=REPO_DIR,
     )
     if result.returncode != 0:
         raise RuntimeError(
@@ -148,6 +158,14 @@ def _cpu_flags():
     except OSError:
         pass
     return []
+
+
+def now():
+    """The current UTC time, to the second, as the tables print it."""
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(
+        timespec="seconds")
 
 
 def update_readme(markdown, markers, readme=README):

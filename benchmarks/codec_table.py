@@ -40,7 +40,6 @@ extra (imagecodecs, scikit-image).
 
 import argparse
 import bz2
-import datetime
 import gzip
 import hashlib
 import io
@@ -409,8 +408,7 @@ def run(quick=False, out_dir=HERE, log=print):
     settings = QUICK if quick else FULL
     data = load_data(settings)
     results = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-            timespec="seconds"),
+        "date": _common.now(),
         "command": ("benchmarks/codec_table.py --quick" if quick
                     else "benchmarks/codec_table.py"),
         "settings": {k: list(v) if isinstance(v, tuple) else v

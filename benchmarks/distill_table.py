@@ -37,7 +37,6 @@ for full runs, the table between the `distill_table` markers of README.md.
 """
 
 import argparse
-import datetime
 import json
 import math
 import os
@@ -196,8 +195,7 @@ def run(quick=False, out_dir=HERE, log=print):
     half = len(x_test) // 2
     halves = keras_vae.metrics.kid(x_test[:half], x_test[half:])
     results = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-            timespec="seconds"),
+        "date": _common.now(),
         "command": "benchmarks/distill_table.py" + (" --quick" if quick
                                                    else ""),
         "backend": keras.backend.backend(),
@@ -465,8 +463,7 @@ def ablation(quick=False, out_dir=HERE, seed=0, log=print):
         log(f"  {name}: {rows[name]:.2f}")
     results = {"command": "benchmarks/distill_table.py --ablation"
                           + (" --quick" if quick else ""),
-               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                   timespec="seconds"),
+               "date": _common.now(),
                "seed": seed, "epochs": settings["epochs"],
                "teacher": -keras_vae.metrics.elbo(teacher, x_test, seed=0),
                "rows": rows}

@@ -22,7 +22,7 @@ Writes `benchmarks/family_table.md` (and `.json`) and the PNG plots of each
 model to `runs/family/<model>/`.
 
     .venv/bin/python benchmarks/family_table.py                # everything
-    .venv/bin/python benchmarks/family_table.py --export-only  # int8 table only
+    .venv/bin/python benchmarks/family_table.py --export-only --readme  # int8 table
     .venv/bin/python benchmarks/family_table.py --epochs 2 --iwae-samples 50  # smoke run
 """
 
@@ -35,12 +35,14 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import _common
 import keras
 
 import keras_vae
 from keras_vae.export import to_tflite, verify
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+README_MARKERS = ("<!-- family_int8:start -->", "<!-- family_int8:end -->")
 IMAGE = (28, 28, 1)
 # MNIST rows for the 1-D model: 28 steps of 28 features.
 ROWS = (28, 28)
@@ -249,6 +251,9 @@ def main(argv=None):
                         "family_table.md, or family_export_table.md with "
                         "--export-only)")
     parser.add_argument("--plot-dir", default="runs/family")
+    parser.add_argument("--readme", action="store_true",
+                        help="also write the int8 table between the "
+                        "family_int8 markers of README.md")
     args = parser.parse_args(argv)
     if args.output is None:
         name = "family_export_table.md" if args.export_only else "family_table.md"
@@ -269,6 +274,12 @@ def main(argv=None):
         with open(os.path.splitext(args.output)[0] + ".json", "w") as handle:
             json.dump(rows, handle, indent=2)
     print(table)
+    if args.readme:
+        lines = _export_markdown(rows, args.epochs)
+        lines.append(f"Measured {_common.now()} with `KERAS_BACKEND="
+                     "tensorflow .venv/bin/python benchmarks/family_table.py "
+                     f"--export-only --epochs {args.epochs} --readme`.")
+        _common.update_readme("\n".join(lines) + "\n", README_MARKERS)
 
 
 if __name__ == "__main__":

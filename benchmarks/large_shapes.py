@@ -17,7 +17,7 @@ What a user with a large image data set runs, measured on this machine:
 
 Every setting runs in a fresh process so its peak RSS is its own.
 
-    .venv/bin/python benchmarks/large_shapes.py             # both shapes
+    .venv/bin/python benchmarks/large_shapes.py --readme    # both shapes
     .venv/bin/python benchmarks/large_shapes.py --quick     # a smoke run
 """
 
@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common
 
 SHAPES = ((64, 64, 3), (128, 128, 3))
+README_MARKERS = ("<!-- large_shapes:start -->", "<!-- large_shapes:end -->")
 #: (name, batch size, gradient accumulation steps): both update on 128.
 SETTINGS = (("batch 128", 128, None), ("batch 32 x 4 accumulated", 32, 4))
 FILTERS = (32, 64, 128)
@@ -222,6 +223,9 @@ def main(argv=None):
                         default=list(FILTERS))
     parser.add_argument("--out", default=None,
                         help="write the JSON here as well")
+    parser.add_argument("--readme", action="store_true",
+                        help="write the table between the large_shapes "
+                             "markers of README.md")
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(measure(tuple(args.shape), args.batch_size,
@@ -236,7 +240,17 @@ def main(argv=None):
     else:
         result = benchmark(count=args.count, epochs=args.epochs,
                            filters=tuple(args.filters))
-    print("\n".join(to_markdown(result)))
+    result["date"] = _common.now()
+    markdown = to_markdown(result)
+    print("\n".join(markdown))
+    if args.readme and not args.quick:
+        header = (f"Measured {result['date']} with `benchmarks/"
+                  f"large_shapes.py` ({args.count} synthetic images, "
+                  f"{args.epochs} epochs, filters {tuple(args.filters)}; "
+                  "images/s over the epochs after the first, each setting "
+                  "a fresh process, peak RSS of that process):")
+        _common.update_readme("\n".join([header, ""] + markdown) + "\n",
+                              README_MARKERS)
     if args.out:
         with open(args.out, "w") as handle:
             json.dump(result, handle, indent=1)

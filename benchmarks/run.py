@@ -13,7 +13,6 @@ written in the same run.
 """
 
 import argparse
-import datetime
 import json
 import os
 import shutil
@@ -70,8 +69,7 @@ def run(quick=False, out_dir=_common.BENCH_DIR, log=print):
     config = settings(quick)
     started = time.time()
     results = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-            timespec="seconds"),
+        "date": _common.now(),
         "command": "make bench" if not quick else
                    "benchmarks/run.py --quick",
         "machine": _common.machine_info(),
@@ -162,11 +160,6 @@ def _load_average():
 
 
 # ------------------------------------------------------------ markdown
-def _mmm(stats, fmt="{:.0f}"):
-    return (f"{fmt.format(stats['median'])} "
-            f"({fmt.format(stats['min'])}-{fmt.format(stats['max'])})")
-
-
 def _verdict(ok):
     return "**met**" if ok else "**missed**"
 
@@ -191,7 +184,7 @@ def to_markdown(results):
     ]
     lines += _train_markdown(results["train"])
     if results.get("train_cvae"):
-        lines += _train_cvae_markdown(results["train_cvae"])
+        lines += train_speed.cvae_markdown(results["train_cvae"])
     if "profile" in results:
         lines += _profile_markdown(results["profile"])
     lines += _infer_markdown(results["infer"])
@@ -222,19 +215,8 @@ def _distributed_markdown(results):
                   "128)", "",
                   "Both cores of this machine are shared by the devices or "
                   "workers of a run: the figures show what distribution "
-                  "costs here, not what it gains on separate devices.", "",
-                  "| setting | replicas | images/s | first epoch s |",
-                  "|---|---|---|---|"]
-        for row in rows:
-            if "images_per_second" in row:
-                lines.append(
-                    f"| {row['name']} | {row['replicas']} | "
-                    f"{row['images_per_second']:.0f} | "
-                    f"{row['first_epoch_seconds']:.1f} |")
-            else:
-                lines.append(f"| {row['name']} | - | failed: "
-                             f"{row['error'][-120:]} | - |")
-        lines.append("")
+                  "costs here, not what it gains on separate devices.", ""]
+        lines += scaling.distributed_markdown(rows) + [""]
     if results.get("large_shapes"):
         lines += ["#### Large images: conv_vae from a streaming tf.data "
                   "input", ""]
@@ -317,57 +299,16 @@ def _train_table(train, lines):
     for name, row in summary["candidates"].items():
         speedup = speedups.get(name)
         lines.append(
-            f"| {_LABELS.get(name, name)} | {_mmm(row['samples_per_second'])}"
-            f" | {_mmm(row['seconds_per_epoch'], '{:.3f}')}"
-            f" | {_mmm(row['first_epoch_extra_seconds'], '{:.1f}')}"
-            f" | {_mmm(row['test_elbo'], '{:.1f}')}"
+            f"| {_LABELS.get(name, name)} | {_common.mmm(row['samples_per_second'])}"
+            f" | {_common.mmm(row['seconds_per_epoch'], '{:.3f}')}"
+            f" | {_common.mmm(row['first_epoch_extra_seconds'], '{:.1f}')}"
+            f" | {_common.mmm(row['test_elbo'], '{:.1f}')}"
             f" | {row['peak_rss_mb']['median']:.0f}"
-            f" | {_mmm(speedup, '{:.2f}x') if speedup else '-'} |")
+            f" | {_common.mmm(speedup, '{:.2f}x') if speedup else '-'} |")
     for name, error in train.get("failures", {}).items():
         lines.append(f"| {_LABELS.get(name, name)} | failed: {error} "
                      "| | | | | |")
     lines.append("")
-
-
-def _train_cvae_markdown(cvae):
-    """The conditional VAE row: keras-vae defaults vs Keras' own loop."""
-    labels = {
-        "cvae_keras_vae": "keras-vae `fit` defaults (32 steps per execution, "
-                          "XLA, fused)",
-        "cvae_keras_loop": "Keras' own loop (`steps_per_execution=1`, "
-                           "`jit_compile=False`)",
-    }
-    lines = [
-        "#### Conditional VAE (`mlp_cvae`, numpy `(x, y)`)",
-        "",
-        f"`keras_vae.models.mlp_cvae` 784(+10)-512-256-16, the same "
-        f"settings, {cvae['epochs']} epochs on the 4,000 MNIST-5k training "
-        f"images and labels, {cvae['repeats']} repeats, alternating. Whole "
-        "`fit` is the wall time of the call, compilation included "
-        "(`python benchmarks/train_speed.py --only cvae`).",
-        "",
-        "| candidate | images/s | s/epoch | whole `fit` s | first-epoch "
-        "extra s | test ELBO |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, row in cvae["candidates"].items():
-        lines.append(
-            f"| {labels.get(name, name)} | {_mmm(row['samples_per_second'])}"
-            f" | {_mmm(row['seconds_per_epoch'], '{:.3f}')}"
-            f" | {_mmm(row['fit_seconds'], '{:.1f}')}"
-            f" | {_mmm(row['first_epoch_extra_seconds'], '{:.1f}')}"
-            f" | {_mmm(row['test_elbo'], '{:.1f}')} |")
-    speedup = cvae["speedup"]["median"]
-    target = TARGETS["cvae_train_vs_keras_loop"]
-    lines += [
-        "",
-        f"- keras-vae defaults vs Keras' own loop: {speedup:.2f}x images/s "
-        f"(target >= {target}x: {_verdict(speedup >= target)}); whole `fit` "
-        f"{cvae['fit_time_ratio']['median']:.2f}x faster, compilation "
-        "included.",
-        "",
-    ]
-    return lines
 
 
 def _train_markdown(train):
@@ -438,7 +379,7 @@ def _profile_markdown(profile):
         "|---|---|",
     ]
     for key, stats in profile["us_per_image"].items():
-        lines.append(f"| {names.get(key, key)} | {_mmm(stats, '{:.1f}')} |")
+        lines.append(f"| {names.get(key, key)} | {_common.mmm(stats, '{:.1f}')} |")
     return lines + [""]
 
 
@@ -497,9 +438,9 @@ def _infer_markdown(infer):
         for name, row in block["table"].items():
             lines.append(
                 f"| {_INFER_LABELS.get(name, name)} | "
-                f"{_mmm(row['latency_median_us'], '{:.1f}')} | "
+                f"{_common.mmm(row['latency_median_us'], '{:.1f}')} | "
                 f"{row['latency_p95_us']['median']:.1f} | "
-                f"{_mmm(row['throughput_per_s'])} |")
+                f"{_common.mmm(row['throughput_per_s'])} |")
         lines.append("")
         targets = block["targets"]
 

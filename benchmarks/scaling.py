@@ -15,7 +15,8 @@ Devices and workers (`distributed`): the same MLP VAE on the 4k images,
 global batch 128, images per second with 1 and 2 devices or worker
 processes on this machine, each setting a fresh process:
 
-- TensorFlow, one device: the default `fit` (fused XLA executions) and
+- TensorFlow, one device: the default `fit` as it runs for 500 steps or
+  more (fused XLA executions; the child lowers that threshold) and
   Keras' loop without XLA (what each replica runs under a strategy, where
   one XLA computation cannot span devices);
 - TensorFlow `MirroredStrategy` on 2 logical CPU devices, 32 and 1 steps
@@ -28,7 +29,7 @@ On a 2-core machine the devices share the same cores, so these figures
 measure what distribution costs, not what it gains on real devices.
 
     .venv/bin/python benchmarks/scaling.py --epochs 3
-    .venv/bin/python benchmarks/scaling.py --distributed-only --epochs 3
+    .venv/bin/python benchmarks/scaling.py --distributed-only --epochs 3 --readme
 """
 
 import argparse
@@ -78,7 +79,7 @@ def benchmark(epochs=3, sizes=SIZES, batch_sizes=BATCH_SIZES, log=print):
 
 #: (name, backend, mode, devices or workers, steps per execution or None).
 DISTRIBUTED_SETTINGS = (
-    ("TF 1 device, fused XLA (default fit)", "tensorflow", "fused", 1, None),
+    ("TF 1 device, default fit (fused XLA)", "tensorflow", "fused", 1, None),
     ("TF 1 device, Keras loop, no XLA", "tensorflow", "keras_loop", 1, 32),
     ("TF MirroredStrategy 2 devices, 32 steps/exec", "tensorflow",
      "mirrored", 2, 32),
@@ -109,6 +110,14 @@ def distributed_child(mode, devices, steps_per_execution, epochs,
 
     import keras_vae
     from keras_vae import distribute
+
+    if mode == "fused":
+        # The default fit turns XLA (and with it the fused executions) on
+        # for runs of at least `XLA_MIN_STEPS` steps; this short run
+        # measures what such a run gets.
+        from keras_vae import vae
+
+        vae.XLA_MIN_STEPS = 0
 
     distribution = None
     if mode == "mirrored":
@@ -189,9 +198,13 @@ def distributed(epochs=3, train_size=4000, settings=DISTRIBUTED_SETTINGS,
             if mode in ("multi_worker", "multi_process"):
                 record = _cluster_child(backend, mode, epochs, train_size)
             else:
+                # JAX sees one CPU device unless told to split the host.
+                env = ({"XLA_FLAGS": "--xla_force_host_platform_device_count"
+                        f"={devices}"} if backend == "jax" else None)
                 record = _common.run_child(
                     "scaling", [mode, devices, steps or 0, epochs,
-                                train_size], backend=backend, timeout=3600)
+                                train_size], backend=backend, timeout=3600,
+                    env=env)
         except (RuntimeError, OSError, ValueError) as error:
             record = {"error": str(error)[-500:]}
         record.update(name=name, backend=backend, mode=mode, devices=devices)
@@ -250,6 +263,41 @@ def plot(result, path):
     return path
 
 
+README_MARKERS = ("<!-- scaling_distributed:start -->",
+                  "<!-- scaling_distributed:end -->")
+
+
+def distributed_markdown(rows):
+    """The devices-and-workers table, from the rows of `distributed`."""
+    lines = ["| setting | replicas | images/s | vs TF 1 device, default "
+             "fit | first epoch s |", "|---|---|---|---|---|"]
+    baseline = next((row["images_per_second"] for row in rows
+                     if row.get("mode") == "fused"
+                     and "images_per_second" in row), None)
+    for row in rows:
+        if "images_per_second" in row:
+            ratio = (f"{row['images_per_second'] / baseline:.2f}x"
+                     if baseline else "-")
+            lines.append(
+                f"| {row['name']} | {row['replicas']} | "
+                f"{row['images_per_second']:.0f} | {ratio} | "
+                f"{row['first_epoch_seconds']:.1f} |")
+        else:
+            lines.append(f"| {row['name']} | - | failed: "
+                         f"{row['error'][-120:]} | - | - |")
+    return lines
+
+
+def _earlier_series(path):
+    """The data-size and batch-size series of an earlier `make bench`."""
+    try:
+        with open(path) as handle:
+            scaling = json.load(handle).get("scaling") or {}
+    except (OSError, ValueError):
+        return [], []
+    return scaling.get("dataset_size", []), scaling.get("batch_size", [])
+
+
 def main(argv=None):
     if argv is None and sys.argv[1:2] == ["--child"]:
         mode, devices, steps, epochs, train_size = sys.argv[2:7]
@@ -259,18 +307,50 @@ def main(argv=None):
         return
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--distributed-only", action="store_true")
+    parser.add_argument("--distributed-only", action="store_true",
+                        help="only the devices and workers rows; the plot "
+                             "keeps the other panels from results.json")
     parser.add_argument("--out", default=os.path.join(_common.BENCH_DIR,
                                                       "scaling.png"))
+    parser.add_argument("--json", default=None,
+                        help="also write the result here")
+    parser.add_argument("--render", default=None,
+                        help="draw and write tables from this JSON only")
+    parser.add_argument("--readme", action="store_true",
+                        help="write the devices and workers table between "
+                             "the scaling_distributed markers of README.md")
     args = parser.parse_args(argv)
-    if args.distributed_only:
-        result = {"dataset_size": [], "batch_size": [],
+    if args.render:
+        with open(args.render) as handle:
+            result = json.load(handle)
+    elif args.distributed_only:
+        sizes, batches = _earlier_series(
+            os.path.join(_common.BENCH_DIR, "results.json"))
+        result = {"epochs": args.epochs, "dataset_size": sizes,
+                  "batch_size": batches,
+                  "date": _common.now(),
                   "distributed": distributed(args.epochs)}
     else:
         result = benchmark(args.epochs)
+        result["date"] = _common.now()
         result["distributed"] = distributed(args.epochs)
     plot(result, args.out)
-    print(json.dumps(result, indent=1))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=1)
+    markdown = distributed_markdown(result["distributed"])
+    print("\n".join(markdown))
+    if args.readme:
+        header = (f"Measured {result.get('date', '?')} with `benchmarks/"
+                  f"scaling.py --distributed-only --epochs "
+                  f"{result['epochs']}` (MLP VAE 784-512-256-16, 4,000 "
+                  "MNIST-5k images, global batch 128, images/s over the "
+                  "epochs after the first, each setting a fresh process). "
+                  "Both cores of this machine are shared by the devices or "
+                  "workers of a run: the figures show what distribution "
+                  "costs here, not what it gains on separate devices.")
+        _common.update_readme("\n".join([header, ""] + markdown) + "\n",
+                              README_MARKERS)
 
 
 if __name__ == "__main__":

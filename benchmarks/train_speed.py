@@ -85,6 +85,7 @@ CVAE_CANDIDATES = ("cvae_keras_vae", "cvae_keras_loop")
 NUM_CLASSES = 10
 # The CVAE's target: keras-vae's defaults at least this much faster.
 CVAE_TARGET_SPEEDUP = 1.3
+CVAE_README_MARKERS = ("<!-- cvae_speed:start -->", "<!-- cvae_speed:end -->")
 # 20 epochs of 32 steps: past keras-vae's XLA threshold (500 steps), as
 # for any real training run, and enough for the test ELBOs to settle.
 DEFAULT_EPOCHS = 20
@@ -608,6 +609,49 @@ def summarize(records):
     return {"candidates": table, "keras_vae_speedup": ratios}
 
 
+def cvae_markdown(cvae):
+    """The conditional VAE row: keras-vae defaults vs Keras' own loop."""
+    labels = {
+        "cvae_keras_vae": "keras-vae `fit` defaults (32 steps per execution, "
+                          "XLA, fused)",
+        "cvae_keras_loop": "Keras' own loop (`steps_per_execution=1`, "
+                           "`jit_compile=False`)",
+    }
+    lines = [
+        "#### Conditional VAE (`mlp_cvae`, numpy `(x, y)`)",
+        "",
+        f"`keras_vae.models.mlp_cvae` 784(+10)-512-256-16, the same "
+        f"settings, {cvae['epochs']} epochs on the 4,000 MNIST-5k training "
+        f"images and labels, {cvae['repeats']} repeats, alternating. Whole "
+        "`fit` is the wall time of the call, compilation included "
+        "(`python benchmarks/train_speed.py --only cvae`).",
+        "",
+        "| candidate | images/s | s/epoch | whole `fit` s | first-epoch "
+        "extra s | test ELBO |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in cvae["candidates"].items():
+        lines.append(
+            f"| {labels.get(name, name)} | "
+            f"{_common.mmm(row['samples_per_second'])}"
+            f" | {_common.mmm(row['seconds_per_epoch'], '{:.3f}')}"
+            f" | {_common.mmm(row['fit_seconds'], '{:.1f}')}"
+            f" | {_common.mmm(row['first_epoch_extra_seconds'], '{:.1f}')}"
+            f" | {_common.mmm(row['test_elbo'], '{:.1f}')} |")
+    speedup = cvae["speedup"]["median"]
+    target = cvae.get("target", CVAE_TARGET_SPEEDUP)
+    verdict = "**met**" if speedup >= target else "**missed**"
+    lines += [
+        "",
+        f"- keras-vae defaults vs Keras' own loop: {speedup:.2f}x images/s "
+        f"(target >= {target}x: {verdict}); whole `fit` "
+        f"{cvae['fit_time_ratio']['median']:.2f}x faster, compilation "
+        "included.",
+        "",
+    ]
+    return lines
+
+
 # ------------------------------------------------------------ whole fit
 def whole_fit(name, epochs, seed=0):
     """First and second `fit` of one candidate in this (fresh) process.
@@ -958,6 +1002,9 @@ def main(argv=None):
     parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES))
     parser.add_argument("--only", choices=["cvae"], default=None,
                         help="run only the conditional VAE row")
+    parser.add_argument("--readme", action="store_true",
+                        help="with --only cvae: write its table between the "
+                             "cvae_speed markers of README.md")
     parser.add_argument("--profile", action="store_true",
                         help="time the parts of one training step instead")
     parser.add_argument("--whole-fit", action="store_true",
@@ -991,6 +1038,15 @@ def main(argv=None):
         print(json.dumps({key: result[key] for key in
                           ("candidates", "speedup", "fit_time_ratio",
                            "target")}, indent=1))
+        markdown = cvae_markdown(result)
+        print("\n".join(markdown))
+        if args.readme:
+            markdown.append(
+                f"Measured {_common.now()} with `.venv/bin/python benchmarks/"
+                f"train_speed.py --only cvae --epochs {args.epochs} "
+                f"--repeats {args.repeats} --readme`.")
+            _common.update_readme("\n".join(markdown[2:]) + "\n",
+                                  CVAE_README_MARKERS)
         return
     result = benchmark(args.epochs, args.repeats, args.candidates)
     print(json.dumps(result["summary"], indent=1))

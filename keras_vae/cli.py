@@ -316,6 +316,9 @@ def _add_search(commands):
     search.add_argument("--max-minutes", type=positive_float, default=30.0)
     search.add_argument("--epochs", type=positive_int, default=30)
     search.add_argument("--batch-size", type=positive_int, default=128)
+    search.add_argument("--learning-rates", type=positive_float, nargs="+",
+                        default=[1e-3],
+                        help="Adam learning rates to try (several: searched)")
     search.add_argument("--quality", default="elbo", choices=["elbo", "iwae"])
     search.add_argument("--teacher", default=None,
                         help="distil every candidate from this .keras file")
@@ -335,6 +338,7 @@ def _run_search(args):
         dataset=args.dataset, kinds=tuple(args.kinds),
         max_trials=args.max_trials, max_minutes=args.max_minutes,
         epochs=args.epochs, batch_size=args.batch_size,
+        learning_rates=tuple(args.learning_rates),
         teacher=args.teacher, quality=args.quality,
         compare_default=not args.no_default, seed=args.seed,
         output_dir=args.output_dir, overwrite=args.overwrite,

@@ -88,7 +88,10 @@ class VAEHyperModel(_hyper_model_base()):
         likelihoods: tuple of str. Likelihood names to try; compare only
             likelihoods whose values are densities of the same data (e.g.
             `"gaussian_global"` and `"gaussian_per_pixel"`).
-        learning_rate: float > 0. Adam learning rate of every candidate.
+        learning_rate: float > 0, or a tuple of them. Adam learning rate
+            of every candidate; with several values the learning rate is a
+            hyperparameter too (`learning_rate`): with a fixed budget of
+            epochs a smaller network may need a larger step to converge.
         seed: int or None. Seed of the built models' sampling noise.
 
     Example:
@@ -136,7 +139,20 @@ class VAEHyperModel(_hyper_model_base()):
         self.conv_filters = _choices(conv_filters, "conv_filters")
         self.decoder_blocks = _choices(decoder_blocks, "decoder_blocks")
         self.likelihoods = _choices(likelihoods, "likelihoods")
-        self.learning_rate = float(learning_rate)
+        rates = (tuple(learning_rate)
+                 if isinstance(learning_rate, (tuple, list))
+                 else (learning_rate,))
+        rates = _choices(rates, "learning_rate")
+        for rate in rates:
+            if (isinstance(rate, bool) or not isinstance(rate, (int, float))
+                    or not math.isfinite(rate) or rate <= 0):
+                raise ValueError(
+                    "Expected `learning_rate` to be a positive finite number "
+                    "or a tuple of them. Received: "
+                    f"learning_rate={learning_rate!r}"
+                )
+        self.learning_rates = tuple(float(rate) for rate in rates)
+        self.learning_rate = self.learning_rates[0]
         self.seed = seed
 
     def _layers(self, hp, prefix, depths, values):
@@ -178,7 +194,10 @@ class VAEHyperModel(_hyper_model_base()):
             with hp.conditional_scope("model", [name]):
                 if kind == name:
                     model = build(hp, common)
-        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate))
+        rate = self.learning_rate
+        if len(self.learning_rates) > 1:
+            rate = hp.Choice("learning_rate", list(self.learning_rates))
+        model.compile(optimizer=keras.optimizers.Adam(rate))
         return model
 
 
@@ -511,7 +530,8 @@ def train_and_measure(model, x_train, x_test, directory, epochs=30,
 
     Returns:
         dict: `architecture`, `distilled`, `epochs`, `train_seconds`,
-        `params`, `negative_elbo` (one-sample test ELBO, fixed noise),
+        `params`, `learning_rate`, `negative_elbo` (one-sample test ELBO,
+        fixed noise),
         `model_path`, optionally `iwae_nll`, and with `litert` the keys of
         `int8_costs`.
     """
@@ -533,6 +553,7 @@ def train_and_measure(model, x_train, x_test, directory, epochs=30,
         "epochs": int(epochs),
         "train_seconds": time.perf_counter() - started,
         "params": int(model.count_params()),
+        "learning_rate": _learning_rate(model),
         "negative_elbo": -metrics.elbo(model, x_test, seed=0),
     })
     if quality == "iwae":
@@ -547,6 +568,18 @@ def train_and_measure(model, x_train, x_test, directory, epochs=30,
     files.write_json(os.path.join(directory, _RECORD), record,
                      overwrite=True)
     return record
+
+
+def _learning_rate(model):
+    """The optimizer's learning rate as a float, or None (no optimizer)."""
+    optimizer = getattr(model, "optimizer", None)
+    rate = getattr(optimizer, "learning_rate", None)
+    try:
+        value = float(keras.ops.convert_to_numpy(rate))
+    except (TypeError, ValueError):
+        return None
+    # The variable is float32: 1e-3 reads back as 0.0010000000474974513.
+    return float(f"{value:.7g}")
 
 
 class SearchResult:
@@ -726,6 +759,7 @@ def search_and_report(
     max_minutes=30.0,
     epochs=30,
     batch_size=128,
+    learning_rates=(1e-3,),
     teacher=None,
     quality="elbo",
     compare_default=True,
@@ -752,6 +786,8 @@ def search_and_report(
         max_minutes: float or None. Time budget of this call.
         epochs: int > 0. Training epochs of every candidate.
         batch_size: int > 0. Batch size.
+        learning_rates: tuple of floats > 0. Adam learning rates to try
+            (a hyperparameter when there are several).
         teacher: str or None. A teacher `.keras` file: distil every
             candidate from it.
         quality: str. `"elbo"` or `"iwae"` (see `search`).
@@ -779,6 +815,7 @@ def search_and_report(
         if isinstance(teacher, (str, os.PathLike)):
             teacher = files.load_model(teacher, compile=False)
         hypermodel = VAEHyperModel(x_train.shape[1:], kinds=tuple(kinds),
+                                   learning_rate=tuple(learning_rates),
                                    seed=seed)
         result = search(
             x_train, x_test, hypermodel=hypermodel, max_trials=max_trials,

@@ -225,7 +225,17 @@ def test_markdown_report_and_plot_come_from_the_results(train_records,
             scaling._row(record, train_size=256, batch_size=128),
             scaling._row(record, train_size=512, batch_size=128)],
             "batch_size": [scaling._row(record, train_size=256,
-                                        batch_size=64)]},
+                                        batch_size=64)],
+            "distributed": [
+                {"name": "TF 1 device", "mode": "fused", "replicas": 1,
+                 "backend": "tensorflow",
+                 "images_per_second": 4000.0, "first_epoch_seconds": 3.0},
+                {"name": "TF mirrored", "mode": "mirrored", "replicas": 2,
+                 "backend": "tensorflow",
+                 "images_per_second": 1000.0, "first_epoch_seconds": 5.0},
+                {"name": "JAX 2 processes", "mode": "multi_process",
+                 "backend": "jax",
+                 "error": "RuntimeError: worker failed"}]},
     }
     markdown = bench_run.to_markdown(json.loads(json.dumps(results)))
     assert "keras-vae vs (a) Keras example" in markdown
@@ -235,11 +245,34 @@ def test_markdown_report_and_plot_come_from_the_results(train_records,
             "rounds), 4.00x at batch 256") in markdown
     assert "failed: TypeError: dtype" in markdown
     assert "| LiteRT runtime" in markdown
+    # Devices and workers: images/s as a ratio to one device's default fit.
+    assert "| TF mirrored | 2 | 1000 | 0.25x | 5.0 |" in markdown
+    assert "| JAX 2 processes | - | failed: RuntimeError: worker failed" \
+        in markdown
     png = scaling.plot(results["scaling"], str(tmp_path / "scaling.png"))
     with open(png, "rb") as handle:
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
     assert all(math.isfinite(r["samples_per_second"]) for r in train_records)
     np.testing.assert_array_less(0, [r["peak_rss_mb"] for r in train_records])
+
+
+def test_cvae_row_states_its_verdict_against_keras_own_loop():
+    def stats(value):
+        return {"median": value, "min": value, "max": value}
+
+    row = {"samples_per_second": stats(9000.0),
+           "seconds_per_epoch": stats(0.444), "fit_seconds": stats(12.0),
+           "first_epoch_extra_seconds": stats(3.0), "test_elbo": stats(-120.0)}
+    result = {"epochs": 20, "repeats": 3, "target": 1.3,
+              "candidates": {"cvae_keras_vae": row, "cvae_keras_loop": row},
+              "speedup": stats(1.29), "fit_time_ratio": stats(1.5)}
+    markdown = "\n".join(train_speed.cvae_markdown(result))
+    assert "| keras-vae `fit` defaults" in markdown
+    assert "| 9000 (9000-9000) | 0.444 (0.444-0.444) | 12.0 (12.0-12.0)" \
+        in markdown
+    assert "1.29x images/s (target >= 1.3x: **missed**)" in markdown
+    result["speedup"] = stats(1.31)
+    assert "**met**" in "\n".join(train_speed.cvae_markdown(result))
 
 
 def test_make_bench_installs_torch_extra_and_runs_run_py():

@@ -86,6 +86,26 @@ def test_hypermodel_builds_each_builder_from_its_hyperparameters():
         VAEHyperModel((30,), kinds=("conv",))
 
 
+def test_learning_rate_is_a_hyperparameter_only_when_several_are_given():
+    fixed = VAEHyperModel((8, 8, 1), latent_dims=(2,), mlp_depths=(1,),
+                          mlp_widths=(8,), learning_rate=2e-3)
+    hp = keras_tuner.HyperParameters()
+    model = fixed.build(hp)
+    assert "learning_rate" not in hp.values
+    np.testing.assert_allclose(
+        float(model.optimizer.learning_rate), 2e-3, rtol=1e-6)
+    space = VAEHyperModel((8, 8, 1), latent_dims=(2,), mlp_depths=(1,),
+                          mlp_widths=(8,), learning_rate=(1e-3, 3e-3))
+    hp = keras_tuner.HyperParameters()
+    hp.Choice("learning_rate", [3e-3])
+    model = space.build(hp)
+    np.testing.assert_allclose(
+        float(model.optimizer.learning_rate), 3e-3, rtol=1e-6)
+    for bad in (0.0, -1e-3, float("nan"), (), (1e-3, "fast"), True):
+        with pytest.raises(ValueError, match="learning_rate"):
+            VAEHyperModel((8, 8, 1), learning_rate=bad)
+
+
 def test_pareto_front_keeps_the_non_dominated_records():
     records = [
         {"id": "a", "q": 100.0, "params": 10, "latency": 5.0},
@@ -120,17 +140,20 @@ def test_search_command_writes_report_and_pareto_plot(tmp_path, monkeypatch):
     # A two-value space keeps the command small; the CLI builds the rest.
     original = search_module.VAEHyperModel
 
-    def small(input_shape, kinds, seed):
+    def small(input_shape, kinds, learning_rate, seed):
         return original(input_shape, kinds=kinds, latent_dims=(2,),
-                        mlp_depths=(1,), mlp_widths=(8,), seed=seed)
+                        mlp_depths=(1,), mlp_widths=(8,),
+                        learning_rate=learning_rate, seed=seed)
 
     monkeypatch.setattr(search_module, "VAEHyperModel", small)
     out = str(tmp_path / "run")
     assert cli.main([
         "search", "--dataset", "digits", "--max-trials", "1", "--epochs",
-        "1", "--output-dir", out]) == 0
+        "1", "--learning-rates", "2e-3", "--output-dir", out]) == 0
     report = json.load(open(os.path.join(out, "report.json")))
     assert [r["architecture"] for r in report["trials"]] == ["mlp 64-8-2"]
+    np.testing.assert_allclose(report["trials"][0]["learning_rate"], 2e-3,
+                               rtol=1e-6)
     assert report["default"]["architecture"] == "mlp 64-512-256-16"
     # A 64-8-2 model has fewer parameters and runs faster than the default.
     trial = report["trials"][0]
