@@ -26,6 +26,7 @@ Example:
 
 import json
 import math
+import numbers
 import os
 import subprocess
 import sys
@@ -144,7 +145,8 @@ class VAEHyperModel(_hyper_model_base()):
                  else (learning_rate,))
         rates = _choices(rates, "learning_rate")
         for rate in rates:
-            if (isinstance(rate, bool) or not isinstance(rate, (int, float))
+            if (isinstance(rate, (bool, np.bool_))
+                    or not isinstance(rate, numbers.Real)
                     or not math.isfinite(rate) or rate <= 0):
                 raise ValueError(
                     "Expected `learning_rate` to be a positive finite number "

@@ -101,6 +101,9 @@ def test_learning_rate_is_a_hyperparameter_only_when_several_are_given():
     model = space.build(hp)
     np.testing.assert_allclose(
         float(model.optimizer.learning_rate), 3e-3, rtol=1e-6)
+    # numpy scalars are numbers too.
+    space = VAEHyperModel((8, 8, 1), learning_rate=(np.float32(2e-3), 1e-3))
+    np.testing.assert_allclose(space.learning_rates, (2e-3, 1e-3), rtol=1e-6)
     for bad in (0.0, -1e-3, float("nan"), (), (1e-3, "fast"), True):
         with pytest.raises(ValueError, match="learning_rate"):
             VAEHyperModel((8, 8, 1), learning_rate=bad)
