@@ -21,7 +21,9 @@ processes on this machine, each setting a fresh process:
   one XLA computation cannot span devices);
 - TensorFlow `MirroredStrategy` on 2 logical CPU devices, 32 and 1 steps
   per execution, and `MultiWorkerMirroredStrategy` with 2 worker
-  processes (TF_CONFIG on localhost);
+  processes (TF_CONFIG on localhost); for reference, a plain Keras
+  autoencoder with the same layer sizes under the same strategy, through
+  Keras' own loop (what the strategy costs without any keras-vae code);
 - JAX, one device; `DataParallel` on 2 host devices; and 2 processes
   joined by `jax.distributed` (gloo CPU collectives).
 
@@ -85,6 +87,9 @@ DISTRIBUTED_SETTINGS = (
      "mirrored", 2, 32),
     ("TF MirroredStrategy 2 devices, 1 step/exec", "tensorflow",
      "mirrored", 2, 1),
+    ("Reference: plain Keras autoencoder of the same shape, Keras' loop, "
+     "MirroredStrategy 2 devices", "tensorflow", "mirrored_plain_keras", 2,
+     1),
     ("TF MultiWorkerMirrored 2 workers", "tensorflow", "multi_worker", 2,
      None),
     ("JAX 1 device", "jax", "single", 1, None),
@@ -98,7 +103,7 @@ def distributed_child(mode, devices, steps_per_execution, epochs,
     """Train in this process as `mode` says; images/s after epoch 1."""
     import time
 
-    if mode == "mirrored":
+    if mode in ("mirrored", "mirrored_plain_keras"):
         import tensorflow as tf
 
         cpu = tf.config.list_physical_devices("CPU")[0]
@@ -120,7 +125,7 @@ def distributed_child(mode, devices, steps_per_execution, epochs,
         vae.XLA_MIN_STEPS = 0
 
     distribution = None
-    if mode == "mirrored":
+    if mode in ("mirrored", "mirrored_plain_keras"):
         distribution = distribute.get_distribution("mirrored")
     elif mode in ("multi_worker", "multi_process"):
         distribution = distribute.get_distribution("multi-worker")
@@ -144,16 +149,24 @@ def distributed_child(mode, devices, steps_per_execution, epochs,
         replicas = distribute.num_replicas()
         # Each of several JAX processes feeds its own share.
         x, _, local_batch = distribute.process_data(x, batch_size)
-        model = keras_vae.models.mlp_vae(x.shape[1:], latent_dim=16, seed=0)
-        options = {}
-        if mode == "keras_loop":
-            options = {"jit_compile": False,
-                       "steps_per_execution": steps_per_execution}
-        elif steps_per_execution is not None:
-            options = {"steps_per_execution": steps_per_execution}
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), **options)
-        model.fit(x, batch_size=local_batch, epochs=epochs, verbose=0,
-                  callbacks=[Timer()])
+        if mode == "mirrored_plain_keras":
+            # What the strategy costs any Keras model: no keras-vae code.
+            model = _plain_autoencoder(x.shape[1:])
+            flat = x.reshape(len(x), -1)
+            model.fit(flat, flat, batch_size=local_batch, epochs=epochs,
+                      verbose=0, callbacks=[Timer()])
+        else:
+            model = keras_vae.models.mlp_vae(x.shape[1:], latent_dim=16,
+                                             seed=0)
+            options = {}
+            if mode == "keras_loop":
+                options = {"jit_compile": False,
+                           "steps_per_execution": steps_per_execution}
+            elif steps_per_execution is not None:
+                options = {"steps_per_execution": steps_per_execution}
+            model.compile(optimizer=keras.optimizers.Adam(1e-3), **options)
+            model.fit(x, batch_size=local_batch, epochs=epochs, verbose=0,
+                      callbacks=[Timer()])
     steady = seconds[1:] or seconds
     examples = train_size
     return {"images_per_second": examples * len(steady) / sum(steady),
@@ -161,6 +174,32 @@ def distributed_child(mode, devices, steps_per_execution, epochs,
             "fused": "make_fused_train_function" in getattr(
                 model.train_function, "__qualname__", ""),
             "chief": distribute.is_chief()}
+
+
+def _plain_autoencoder(input_shape, hidden_units=(512, 256), latent_dim=16):
+    """A plain Keras MLP autoencoder with the MLP VAE's layer sizes.
+
+    Compiled for Keras' own loop (one step per execution, no XLA), the
+    only multi-step setting Keras 3.15 runs under `MirroredStrategy`.
+    """
+    import math
+
+    import keras
+
+    inputs = keras.Input((math.prod(input_shape),))
+    hidden = inputs
+    for units in hidden_units:
+        hidden = keras.layers.Dense(units, activation="relu")(hidden)
+    hidden = keras.layers.Dense(latent_dim)(hidden)
+    for units in reversed(hidden_units):
+        hidden = keras.layers.Dense(units, activation="relu")(hidden)
+    outputs = keras.layers.Dense(math.prod(input_shape),
+                                 activation="sigmoid")(hidden)
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss="binary_crossentropy", steps_per_execution=1,
+                  jit_compile=False)
+    return model
 
 
 def _cluster_child(backend, mode, epochs, train_size):
