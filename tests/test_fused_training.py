@@ -55,6 +55,24 @@ def _weights(model):
     return [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
 
 
+def _fused_and_keras_runs(x, batch_size):
+    """`(name, compile kwargs, fit data, fit kwargs)` of the two runs compared.
+
+    The fused path on the arrays, and Keras' own multi-step XLA loop on the
+    same batches in the same order.
+    """
+    return (
+        ("fused", {}, x, {"batch_size": batch_size}),
+        ("keras", dict(jit_compile=True, steps_per_execution=32),
+         _fused_training.in_memory_dataset(x, batch_size, shuffle=False), {}),
+    )
+
+
+def _assert_same_weights(fused, keras_loop):
+    for a, b in zip(fused, keras_loop):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_fused_fit_trains_exactly_like_keras_loop(always_xla):
     x = _data()
     keras.utils.set_random_seed(0)
@@ -77,8 +95,7 @@ def test_fused_fit_trains_exactly_like_keras_loop(always_xla):
     # epoch, all trained.
     assert int(fused.optimizer.iterations) == 3 * 16
     assert int(reference.optimizer.iterations) == 3 * 16
-    for a, b in zip(_weights(fused), _weights(reference)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    _assert_same_weights(_weights(fused), _weights(reference))
     # And the weights did move.
     assert not np.allclose(_weights(fused)[0], _weights(_model())[0])
     np.testing.assert_allclose(
@@ -168,23 +185,17 @@ def test_quantization_aware_model_trains_the_same_on_the_fused_path(
 
     x = _data(512)
     results = {}
-    for name, compile_kwargs, data in (
-        ("fused", {}, x),
-        ("keras", dict(jit_compile=True, steps_per_execution=32),
-         _fused_training.in_memory_dataset(x, 64, shuffle=False)),
-    ):
+    for name, compile_kwargs, data, kwargs in _fused_and_keras_runs(x, 64):
         keras.utils.set_random_seed(0)
         qat = quantize_aware(keras_vae.models.mlp_vae(
             (8, 8, 1), latent_dim=2, hidden_units=(16,), seed=0))
         qat.compile(optimizer="adam", **compile_kwargs)
-        kwargs = {"batch_size": 64} if name == "fused" else {}
         qat.fit(data, epochs=2, shuffle=False, verbose=0, **kwargs)
         fused = "make_fused_train_function" in qat.train_function.__qualname__
         assert fused == (name == "fused")
         # Weights and the observed activation ranges (non-trainable).
         results[name] = [keras.ops.convert_to_numpy(v) for v in qat.weights]
-    for a, b in zip(results["fused"], results["keras"]):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    _assert_same_weights(results["fused"], results["keras"])
 
 
 def test_a_distribution_strategy_keeps_keras_loop(always_xla):
@@ -226,8 +237,7 @@ def test_cvae_on_numpy_labels_takes_the_fused_path(always_xla):
         # 200 examples in batches of 16: 12 full ones and one of 8.
         assert int(model.optimizer.iterations) == 2 * 13
         results[name] = _weights(model)
-    for a, b in zip(results["fused"], results["keras"]):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    _assert_same_weights(results["fused"], results["keras"])
 
 
 def _count_traces(model):
@@ -269,15 +279,10 @@ def test_compile_metrics_keep_a_separate_partial_step_like_keras(always_xla):
     # then runs alone, through a second compiled step, as in Keras.
     x = _data(200)
     results = {}
-    for name, compile_kwargs, data in (
-        ("fused", {}, x),
-        ("keras", dict(jit_compile=True, steps_per_execution=32),
-         _fused_training.in_memory_dataset(x, 64, shuffle=False)),
-    ):
+    for name, compile_kwargs, data, kwargs in _fused_and_keras_runs(x, 64):
         keras.utils.set_random_seed(0)
         model = _model(metrics=["mae"], **compile_kwargs)
         traces = _count_traces(model)
-        kwargs = {"batch_size": 64} if name == "fused" else {}
         history = model.fit(data, epochs=2, shuffle=False, verbose=0,
                             **kwargs)
         fused = "make_fused_train_function" in (
@@ -286,8 +291,7 @@ def test_compile_metrics_keep_a_separate_partial_step_like_keras(always_xla):
         assert not _fused_training.pads_partial_batch(model)
         assert len(traces) == 2  # full batches, then the batch of 8
         results[name] = (_weights(model), history.history)
-    for a, b in zip(results["fused"][0], results["keras"][0]):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    _assert_same_weights(results["fused"][0], results["keras"][0])
     for key in ("mae", "elbo"):
         np.testing.assert_allclose(results["fused"][1][key],
                                    results["keras"][1][key], rtol=1e-5)
@@ -318,8 +322,7 @@ def test_sample_weights_of_a_padded_partial_batch_train_like_keras(
                 (x, empty, weights), 64, shuffle=False), epochs=2, verbose=0)
         assert int(model.optimizer.iterations) == 2 * 4
         results[name] = (_weights(model), history.history)
-    for a, b in zip(results["fused"][0], results["keras"][0]):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    _assert_same_weights(results["fused"][0], results["keras"][0])
     np.testing.assert_allclose(results["fused"][1]["elbo"],
                                results["keras"][1]["elbo"], rtol=1e-5)
 
@@ -330,17 +333,12 @@ def test_convolutional_model_steps_one_call_each_and_train_like_keras(
     # there on the CPU); the padded partial batch still shares the step.
     x = _data(40)
     results = {}
-    for name, compile_kwargs, data in (
-        ("fused", {}, x),
-        ("keras", dict(jit_compile=True, steps_per_execution=32),
-         _fused_training.in_memory_dataset(x, 16, shuffle=False)),
-    ):
+    for name, compile_kwargs, data, kwargs in _fused_and_keras_runs(x, 16):
         keras.utils.set_random_seed(0)
         model = keras_vae.models.conv_vae((8, 8, 1), latent_dim=2,
                                           filters=(4,), seed=0)
         model.compile(optimizer="adam", **compile_kwargs)
         traces = _count_traces(model)
-        kwargs = {"batch_size": 16} if name == "fused" else {}
         model.fit(data, epochs=2, shuffle=False, verbose=0, **kwargs)
         if name == "fused":
             assert not _fused_training.loops_in_xla(model)
@@ -351,8 +349,7 @@ def test_convolutional_model_steps_one_call_each_and_train_like_keras(
         assert int(model.optimizer.iterations) == 2 * 3
         results[name] = _weights(model)
     assert _fused_training.loops_in_xla(_model())
-    for a, b in zip(results["fused"], results["keras"]):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    _assert_same_weights(results["fused"], results["keras"])
 
 
 def test_jax_fused_fit_trains_like_keras_loop_with_one_trace():
