@@ -7,9 +7,10 @@ trials or 30 minutes, whichever comes first, and measures the default
 `mlp_vae` (784-512-256-16, Adam 1e-3: what `mlp_vae` and `compile` give)
 the same way. A trial dominates the default when its test negative ELBO
 is no worse and it has fewer parameters and a lower LiteRT int8 latency
-at batch 1. The latencies of the default and of every dominating trial
-are then timed again side by side (alternating rounds, median), so the
-comparison does not hinge on when each trial ran. The default
+at batch 1. Latencies measured in a trial, while other work runs, are
+noisy, so the default and every trial at least as good on test ELBO with
+fewer parameters are timed again side by side (alternating rounds,
+median), and dominance is decided on those latencies. The default
 architecture is also trained at the space's other learning rates, so the
 table shows whether a dominating trial wins by its architecture or only
 by its learning rate.
