@@ -580,8 +580,9 @@ def _scaling_markdown(result):
         "### Scaling",
         "",
         f"keras-vae default `fit`, {result['epochs']} epochs per run; "
-        "`fit` chooses XLA for runs of at least 500 steps, hence the XLA "
-        "column. ![scaling](scaling.png)",
+        "`fit` chooses XLA for runs long enough "
+        "(`keras_vae.vae.XLA_MIN_STEPS` steps) or whose program is in the "
+        "XLA cache, hence the XLA column. ![scaling](scaling.png)",
         "",
         "| training images | batch | s/epoch | images/s | first-epoch "
         "extra s | XLA |",

@@ -15,8 +15,9 @@ Devices and workers (`distributed`): the same MLP VAE on the 4k images,
 global batch 128, images per second with 1 and 2 devices or worker
 processes on this machine, each setting a fresh process:
 
-- TensorFlow, one device: the default `fit` as it runs for 500 steps or
-  more (fused XLA executions; the child lowers that threshold) and
+- TensorFlow, one device: the default `fit` as it runs for
+  `XLA_MIN_STEPS` steps or more (fused XLA executions; the child lowers
+  that threshold) and
   Keras' loop without XLA (what each replica runs under a strategy, where
   one XLA computation cannot span devices);
 - TensorFlow `MirroredStrategy` on 2 logical CPU devices, 32 and 1 steps

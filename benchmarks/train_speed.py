@@ -86,7 +86,7 @@ NUM_CLASSES = 10
 # The CVAE's target: keras-vae's defaults at least this much faster.
 CVAE_TARGET_SPEEDUP = 1.3
 CVAE_README_MARKERS = ("<!-- cvae_speed:start -->", "<!-- cvae_speed:end -->")
-# 20 epochs of 32 steps: past keras-vae's XLA threshold (500 steps), as
+# 20 epochs of 32 steps: past keras-vae's XLA threshold (300 steps), as
 # for any real training run, and enough for the test ELBOs to settle.
 DEFAULT_EPOCHS = 20
 TORCH_VERSION = "2.13.0"

@@ -33,6 +33,14 @@ than `MIN_FREE_BYTES` free (TensorFlow fails the compilation, not just
 the cache, when it cannot write an entry), and each directory is trimmed
 to `MAX_BYTES`, oldest entries first.
 
+Beside the executables, `remember(key)` and `compiled_before(key)` keep an
+index of the training programs compiled in this directory (one empty file
+per program key, in `<directory>-programs`). `VAE.fit` uses it to choose
+XLA for a short fit whose program is already on disk: loading it costs
+less than the plain step's tracing, so even a one-epoch fit gains (see
+`VAE.compile`). A stale index entry (an executable trimmed away) only
+means one compilation.
+
 A cached executable is the program XLA would compile again, so results
 do not change; only the compilation time goes (`tests/test_fused_training.py`
 trains in a process with a warm cache and one with the cache off and
@@ -124,6 +132,43 @@ def configure(backend=None):
     return path
 
 
+def _index_directory():
+    path = _state["directory"]
+    return None if path is None else f"{path}-programs"
+
+
+def compiled_before(key):
+    """True when `remember(key)` ran in this cache directory before.
+
+    Args:
+        key: str. A hex digest naming one compiled program.
+
+    Returns:
+        bool. False when the cache is off.
+    """
+    folder = _index_directory()
+    return bool(folder) and os.path.exists(os.path.join(folder, key))
+
+
+def remember(key):
+    """Note that the program named `key` is compiled into this directory.
+
+    Does nothing when the cache is off or the index cannot be written.
+
+    Args:
+        key: str. A hex digest naming one compiled program.
+    """
+    folder = _index_directory()
+    if not folder:
+        return
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, key), "w"):
+            pass
+    except OSError:
+        pass
+
+
 def _forget_inherited_flag():
     """Drop a TF cache flag inherited from a keras-vae parent process.
 
@@ -155,6 +200,7 @@ def clear():
     """Delete this process' cache directory (after a damaged entry)."""
     path = _state["directory"]
     if path:
+        shutil.rmtree(_index_directory(), ignore_errors=True)
         for name in os.listdir(path):
             try:
                 os.remove(os.path.join(path, name))

@@ -1,13 +1,17 @@
 """The variational autoencoder model."""
 
 import copy
+import hashlib
 import inspect
+import json
+import sys
 
 import keras
 import numpy as np
 from keras import ops
 
 from keras_vae import (
+    _compilation_cache,
     _data_checks,
     _fit_callbacks,
     _fused_training,
@@ -27,9 +31,16 @@ _SUPPORTED_BACKENDS = ("tensorflow", "jax")
 # jit_compile="auto")`, chosen from `make bench` (benchmarks/results.md):
 # 32 steps per execution remove most of the per-step Python work of `fit`;
 # XLA fuses the loss and the optimizer update but costs seconds of
-# compilation, so it is used only for fits long enough to earn that back.
+# compilation, so it is used for fits long enough to earn that back, and
+# for any fit whose program the persistent XLA cache already holds
+# (`_compilation_cache.compiled_before`): loading it costs less than
+# tracing the plain step. Measured on the MLP VAE (784-512-256-16, batch
+# 128, 2 cores; `benchmarks/train_speed.py --whole-fit`): a first-ever
+# 320-step fit takes as long with XLA (compiling) as without, and every
+# later one is about 30% shorter with it; 32 steps cost about a second
+# more with a cold compilation and a second less with a warm one.
 DEFAULT_STEPS_PER_EXECUTION = 32
-XLA_MIN_STEPS = 500
+XLA_MIN_STEPS = 300
 _OWN_METRICS = ("loss", "reconstruction_loss", "kl_loss", "elbo")
 # Layers that only move values around: the activation before them is the
 # decoder's last one.
@@ -1100,9 +1111,12 @@ class VAE(keras.Model):
                 with its own index.
             jit_compile: bool or `"auto"`. `"auto"` compiles the train step
                 with XLA on the TensorFlow backend when the `fit` call runs
-                at least `XLA_MIN_STEPS` (500) steps, and not for shorter
-                fits, for which the seconds of XLA compilation would cost
-                more than they save. On JAX every step is XLA-compiled.
+                at least `XLA_MIN_STEPS` (300) steps, or when the persistent
+                XLA cache (`KERAS_VAE_COMPILATION_CACHE`) already holds the
+                compiled program of this model, optimizer, data shape and
+                batch size, and not otherwise: for a short first fit the
+                seconds of XLA compilation would cost more than they save.
+                On JAX every step is XLA-compiled.
             **kwargs: other arguments of `keras.Model.compile`.
 
         Example:
@@ -1161,8 +1175,13 @@ class VAE(keras.Model):
         if getattr(self, "optimizer", None) is not None and self.built:
             self.optimizer.build(self.trainable_variables)
 
-    def _choose_execution(self, x, args, kwargs):
-        """Resolve the "auto" `compile` settings for this `fit` call."""
+    def _choose_execution(self, x, args, kwargs, arrays=None):
+        """Resolve the "auto" `compile` settings for this `fit` call.
+
+        `arrays` are the numpy arrays a fused `fit` trains on, or None.
+        Returns the key of the fused training program (`_program_key`), or
+        None.
+        """
         bound = inspect.signature(keras.Model.fit).bind(
             self, x, None, *args, **kwargs
         )
@@ -1175,6 +1194,9 @@ class VAE(keras.Model):
             ) else DEFAULT_STEPS_PER_EXECUTION
             changed |= steps != self.steps_per_execution
             self.steps_per_execution = steps
+        program = None
+        if arrays is not None and getattr(self, "_auto_jit_compile", False):
+            program = self._program_key(arrays, options.get("batch_size"))
         if getattr(self, "_auto_jit_compile", False):
             planned = _planned_steps(
                 x, options.get("batch_size"), options.get("epochs", 1),
@@ -1182,7 +1204,9 @@ class VAE(keras.Model):
                 options.get("steps_per_epoch"),
                 options.get("validation_split", 0.0),
             )
-            jit = planned is None or planned >= XLA_MIN_STEPS
+            jit = (planned is None or planned >= XLA_MIN_STEPS
+                   or (program is not None
+                       and _compilation_cache.compiled_before(program)))
             changed |= jit != self.jit_compile
             self.jit_compile = jit
         # Numpy input under the "auto" settings (on JAX, where every step
@@ -1200,6 +1224,7 @@ class VAE(keras.Model):
             self.train_function = None
             self.test_function = None
             self.predict_function = None
+        return program
 
     def make_train_function(self, force=False):
         if self.train_function is not None and not force:
@@ -1275,18 +1300,52 @@ class VAE(keras.Model):
             return super().fit(stream, y, class_weight=class_weight,
                                sample_weight=sample_weight, **options)
         x, y, weights = self._keras_arrays(arrays)
-        self._choose_execution(x, (), options)
-        if (_fused_training.fused_training_supported(self)
-                and _fused_training.can_use_in_memory_dataset(options)):
-            data = tuple(part for part in (x, y, weights) if part is not None)
+        data = tuple(part for part in (x, y, weights) if part is not None)
+        in_memory = _fused_training.can_use_in_memory_dataset(options)
+        program = self._choose_execution(
+            x, (), options, data if in_memory else None)
+        if (_fused_training.fused_training_supported(self) and in_memory):
             dataset = _fused_training.in_memory_dataset(
                 data, self._fused_batch_size, options.pop("shuffle", True)
             )
             options.pop("batch_size", None)
             # The dataset shuffles itself; Keras warns on shuffle=True.
             options["shuffle"] = False
-            return super().fit(dataset, **options)
+            history = super().fit(dataset, **options)
+            if program is not None and self.jit_compile:
+                _compilation_cache.remember(program)
+            return history
         return super().fit(x, y, sample_weight=weights, **options)
+
+    def _program_key(self, arrays, batch_size):
+        """A digest of what the fused training program of a `fit` depends on.
+
+        The model's and the optimizer's configs, the arrays' example shapes
+        and dtypes, the batch size, the steps per execution and the library
+        versions: a `fit` with the same key traces the same program, which
+        the persistent XLA cache may then already hold. None when the cache
+        is off or a config cannot be described.
+        """
+        if _compilation_cache.directory() is None:
+            return None
+        optimizer = getattr(self, "optimizer", None)
+        try:
+            description = {
+                "model": [type(self).__module__, type(self).__qualname__,
+                          self.get_config()],
+                "optimizer": None if optimizer is None else [
+                    type(optimizer).__qualname__, optimizer.get_config()],
+                "data": [[list(part.shape[1:]), str(part.dtype)]
+                         for part in arrays],
+                "batch_size": batch_size or 32,
+                "steps_per_execution": self.steps_per_execution,
+                "versions": [keras.__version__, getattr(
+                    sys.modules.get("keras_vae"), "__version__", None)],
+            }
+            text = json.dumps(description, sort_keys=True, default=repr)
+        except Exception:  # a config that cannot be described: no key
+            return None
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto",
                  sample_weight=None, steps=None, callbacks=None,

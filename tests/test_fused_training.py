@@ -33,7 +33,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def always_xla(monkeypatch):
-    # Tiny fits stay under the 500-step XLA threshold of "auto"; lower it so
+    # Tiny fits stay under the XLA step threshold of "auto"; lower it so
     # the test runs the path that real trainings take.
     monkeypatch.setattr(vae, "XLA_MIN_STEPS", 1)
 
@@ -272,6 +272,32 @@ def test_a_second_fit_traces_and_compiles_nothing_again(always_xla):
     assert model.train_function is first_function
     assert int(model.optimizer.iterations) == 3 * 4
     assert len(traces) == 1
+
+
+def test_a_short_fit_uses_xla_when_the_cache_holds_its_program(
+        monkeypatch, tmp_path):
+    # The index of compiled programs sits beside the cache directory; a
+    # fresh folder here (TensorFlow's own cache flag is left as it is).
+    monkeypatch.setitem(_compilation_cache._state, "directory",
+                        str(tmp_path / "xla"))
+    threshold = vae.XLA_MIN_STEPS
+    x = _data(256)
+    model = _model()
+    model.fit(x, epochs=1, batch_size=64, verbose=0)
+    assert not model.jit_compile  # 4 steps and nothing compiled yet
+    monkeypatch.setattr(vae, "XLA_MIN_STEPS", 1)
+    model.fit(x, epochs=1, batch_size=64, verbose=0)
+    assert model.jit_compile  # compiled, and noted in the index
+    monkeypatch.setattr(vae, "XLA_MIN_STEPS", threshold)
+    before = _weights(model)
+    model.fit(x, epochs=1, batch_size=64, verbose=0)
+    assert model.jit_compile  # the same program: XLA although short
+    assert not np.allclose(before[0], _weights(model)[0])  # it trained
+    model.fit(x, epochs=1, batch_size=32, verbose=0)
+    assert not model.jit_compile  # another batch size is another program
+    monkeypatch.setitem(_compilation_cache._state, "directory", None)
+    model.fit(x, epochs=1, batch_size=64, verbose=0)
+    assert not model.jit_compile  # cache off: the step threshold alone
 
 
 def test_compile_metrics_keep_a_separate_partial_step_like_keras(always_xla):
