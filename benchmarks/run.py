@@ -53,7 +53,8 @@ def settings(quick):
                 "options": [], "infer_threads": [1], "infer_rounds": 1,
                 "infer_epochs": 1, "memory_epochs": 1, "scaling_epochs": 2,
                 "scaling_sizes": (256, 512), "scaling_batches": (128,),
-                "distributed": False, "profile": False, "cvae": False}
+                "distributed": False, "profile": False, "cvae": False,
+                "whole_fit": False}
     return {"epochs": train_speed.DEFAULT_EPOCHS, "repeats": 3,
             "train_size": None, "candidates": list(train_speed.CANDIDATES),
             "options": list(train_speed.OPTIONAL_CANDIDATES),
@@ -61,7 +62,7 @@ def settings(quick):
             "memory_epochs": 3, "scaling_epochs": 3,
             "scaling_sizes": scaling.SIZES,
             "scaling_batches": scaling.BATCH_SIZES, "distributed": True,
-            "profile": True, "cvae": True}
+            "profile": True, "cvae": True, "whole_fit": True}
 
 
 def run(quick=False, out_dir=_common.BENCH_DIR, log=print):
@@ -94,6 +95,11 @@ def run(quick=False, out_dir=_common.BENCH_DIR, log=print):
         log("training speed, conditional VAE ...")
         results["train_cvae"] = train_speed.benchmark_cvae(
             config["epochs"], config["repeats"], log=log)
+    if config["whole_fit"]:
+        # What a user waits for: the whole first and second `fit`, 10 and
+        # 30 epochs, TensorFlow, JAX and PyTorch eager, the user's cache.
+        log("whole-fit wall time ...")
+        results["whole_fit"] = train_speed.benchmark_whole_fit(log=log)
     if config["profile"]:
         log("profile of one training step ...")
         results["profile"] = _common.run_child("train_speed", ["--profile"])
@@ -185,6 +191,18 @@ def to_markdown(results):
     lines += _train_markdown(results["train"])
     if results.get("train_cvae"):
         lines += train_speed.cvae_markdown(results["train_cvae"])
+    if results.get("whole_fit"):
+        lines += [
+            "### Whole `fit` (first and second call, compilation included)",
+            "",
+            "Fresh processes, best of "
+            f"{results['whole_fit']['repeats']} per epoch count, XLA cache "
+            f"`{results['whole_fit']['cache']}` "
+            "(`python benchmarks/train_speed.py --whole-fit`).",
+            "",
+            train_speed.whole_fit_table(results["whole_fit"]["summary"]),
+            "",
+        ]
     if "profile" in results:
         lines += _profile_markdown(results["profile"])
     lines += _infer_markdown(results["infer"])
