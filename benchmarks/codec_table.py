@@ -8,13 +8,15 @@ One run measures, on the 1,000 MNIST-5k test digits:
   bit), the model's own test negative ELBO in bits per pixel, and gzip,
   bz2, lzma (raw bytes; packed bits for binary), PNG, JPEG-XL lossless
   (per image and as one 40 x 25 sheet) and WebP lossless;
-- lossy, 8-bit: the rate-distortion curve (bits per image against PSNR
+- lossy, 8-bit: the rate-distortion curves (bits per image against PSNR
   and SSIM) of keras-vae latent codes over a sweep of grid steps (an MLP
   VAE with the plain `discretized_logistic` likelihood, decoded with its
-  mean), and of
-  JPEG, WebP, AVIF and JPEG-XL over a sweep of quality settings, with the
-  bytes of each codec's smallest file (its container header and then
-  some) and where the curves cross;
+  mean), of latent codes plus pixels refined to a grid of step q
+  (`pixel_step`, each q with its cheapest latent step), and of
+  JPEG, WebP, AVIF and JPEG-XL over a sweep of quality settings (down to
+  each codec's lowest), with the bytes of each codec's smallest file (its
+  container header and then some), the ratio of keras-vae's bits to each
+  codec's at equal PSNR and where the curves cross;
 - throughput (images per second) of lossless compress and decompress.
 
 The two MLP VAEs (784-512-256, latent 32) have likelihoods whose pixels
@@ -80,19 +82,36 @@ FULL = {
                    # likelihood has none in closed form, so the lossy
                    # curve uses the same MLP with a plain likelihood.
                    "lossy": "discretized_logistic"},
-    # Chosen with --choose-epochs (lowest held-out negative ELBO); the
-    # lossy model trains as long as the 8-bit one.
-    "epochs": {"binary": 50, "8bit": 100, "lossy": 100},
+    # Options of each likelihood beyond its defaults (see
+    # `keras_vae.likelihoods.ContextDiscretizedLogistic`). 8-bit: a wider
+    # head (24 neighbours within 3 pixels, 64 hidden units, 8 decoder
+    # features per pixel) models the local detail that dominates the
+    # rate, and some probability spread evenly over the levels bounds what
+    # a pixel far in a tail costs, in training as in coding.
+    "likelihood_options": {"8bit": {"uniform_mass": 1e-3, "radius": 3,
+                                    "hidden_units": 64, "features": 8}},
+    # Chosen on held-out training digits: the epochs where the negative
+    # ELBO of 500 of them was lowest, training on the other 3,500
+    # (`--choose-epochs`). 8-bit with its wider head (`--choose-epochs
+    # --models 8bit --max-epochs 75`), every 5 epochs from 5: 1.693,
+    # 1.517, 1.455, 1.427, 1.415, 1.408, 1.414, 1.411, 1.410, 1.422,
+    # 1.435, 1.439, 1.426, 1.442, 1.493 bits/pixel: 30 epochs.
+    "epochs": {"binary": 50, "8bit": 30, "lossy": 100},
     "validation": 500, "max_epochs": 200,
     "batch_size": 128, "learning_rate": 1e-3, "seed": 0,
     "steps": (3.0, 2.0, 1.5, 1.0, 0.75, 0.5, 0.35, 0.25, 0.15, 0.1, 0.05),
+    # Refined pixels: each pixel step q with the latent step (of these)
+    # that gives the fewest bits (the restored image depends on q only).
+    "pixel_steps": (255, 85, 51, 17, 15, 5, 3),
+    "refine_steps": (1.0, 0.5, 0.35, 0.25, 0.15, 0.1),
     "qualities": (0, 1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95),
     "precision": 10, "codec_batch_size": 128,
 }
 QUICK = dict(FULL, num_test=48, latent_dim=4, hidden_units=(32,),
              epochs={"binary": 2, "8bit": 2, "lossy": 2}, max_epochs=2,
              validation=64,
-             steps=(1.0, 0.25), qualities=(10, 50, 90))
+             steps=(1.0, 0.25), qualities=(10, 50, 90),
+             pixel_steps=(85, 5), refine_steps=(1.0, 0.25))
 
 
 # ------------------------------------------------------------------ data
@@ -110,12 +129,22 @@ def load_data(settings):
 
 
 # ----------------------------------------------------------------- models
+def _likelihood(name, settings):
+    """The likelihood of model `name`, with its `likelihood_options`."""
+    likelihood = keras_vae.likelihoods.get(settings["likelihood"][name])
+    options = settings.get("likelihood_options", {}).get(name)
+    if not options:
+        return likelihood
+    return type(likelihood).from_config({**likelihood.get_config(),
+                                         **options})
+
+
 def _settings_key(name, settings):
     keys = ("latent_dim", "hidden_units", "batch_size", "learning_rate",
             "seed")
     likelihood = settings["likelihood"][name]
     # The likelihood's config too: a changed default retrains the model.
-    config = keras_vae.likelihoods.get(likelihood).get_config()
+    config = _likelihood(name, settings).get_config()
     config.pop("name", None)
     text = json.dumps([name, keras_vae.__version__, likelihood, config,
                        settings["epochs"][name],
@@ -123,13 +152,14 @@ def _settings_key(name, settings):
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _new_model(name, settings):
+def _new_model(name, settings, jit_compile="auto"):
     keras.utils.set_random_seed(settings["seed"])
     model = keras_vae.models.mlp_vae(
         (28, 28, 1), latent_dim=settings["latent_dim"],
         hidden_units=settings["hidden_units"],
-        likelihood=settings["likelihood"][name], seed=settings["seed"])
-    model.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"]))
+        likelihood=_likelihood(name, settings), seed=settings["seed"])
+    model.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"]),
+                  jit_compile=jit_compile)
     return model
 
 
@@ -167,7 +197,8 @@ def choose_epochs(name, x_train, settings, log, every=5):
     order = np.random.default_rng(settings["seed"]).permutation(len(x_train))
     held_out = x_train[order[: settings["validation"]]]
     train = x_train[order[settings["validation"]:]]
-    model = _new_model(name, settings)
+    model = _new_model(name, settings, jit_compile=True)
+    # Fits of `every` epochs are short: XLA explicitly, as a long fit has.
     curve = []
     for epoch in range(every, settings["max_epochs"] + 1, every):
         model.fit(train, epochs=epoch, initial_epoch=epoch - every,
@@ -263,16 +294,23 @@ LOSSY_CODECS = {
     "JPEG": lambda ic, a, q: ic.jpeg8_encode(a, level=q),
     "WebP": lambda ic, a, q: ic.webp_encode(np.repeat(a[..., None], 3, -1),
                                             level=q, lossless=False),
-    # imagecodecs codes grey AVIF losslessly whatever the level: use RGB.
-    # Speed 6 (libavif's default is 0, 12x slower) changes sizes by <1%.
+    # imagecodecs codes grey AVIF losslessly whatever the level: give RGB
+    # and have it stored as monochrome (YUV400, no chroma planes: ~10
+    # bytes less than YUV444 at the same PSNR). The level is libavif's
+    # quality, 0 (coarsest quantiser, the lowest it goes) to 100
+    # (lossless). Speed 6 (libavif's default is 0, 12x slower) changes
+    # sizes by <1%.
     "AVIF": lambda ic, a, q: ic.avif_encode(np.repeat(a[..., None], 3, -1),
-                                            level=q, speed=6),
+                                            level=q, speed=6,
+                                            pixelformat="yuv400"),
     "JPEG-XL": lambda ic, a, q: ic.jpegxl_encode(a, level=q),
 }
 DECODERS = {
     "JPEG": lambda ic, data: ic.jpeg8_decode(data),
     "WebP": lambda ic, data: ic.webp_decode(data)[..., 0],
-    "AVIF": lambda ic, data: ic.avif_decode(data)[..., 0],
+    # Monochrome AVIF decodes to (28, 28), others to (28, 28, channels).
+    "AVIF": lambda ic, data: np.asarray(ic.avif_decode(data)).reshape(
+        28, 28, -1)[..., 0],
     "JPEG-XL": lambda ic, data: ic.jpegxl_decode(data),
 }
 
@@ -362,14 +400,50 @@ def keras_vae_lossy_curve(model, images, steps):
     return points
 
 
+def keras_vae_refined_curve(model, images, pixel_steps, steps, log=print):
+    """Latent code plus pixels refined to `pixel_step` q, one point per q.
+
+    The pixels come back on the grid 0, q, 2q, ..., 255 whatever the
+    latent step, so each q keeps the latent step (of `steps`) whose stream
+    is smallest; that stream is decoded and measured. Every candidate's
+    size is kept too (`bits_by_step`).
+    """
+    points = []
+    for pixel_step in pixel_steps:
+        streams = {step: codec.compress(model, images, mode="lossy",
+                                        step=step, pixel_step=pixel_step,
+                                        verbose=0)
+                   for step in steps}
+        step = min(steps, key=lambda s: len(streams[s]))
+        stream = streams[step]
+        restored = codec.decompress(model, stream, verbose=0)
+        psnr, ssim = quality_metrics(images, restored)
+        header = codec.describe(stream)
+        points.append({
+            "pixel_step": pixel_step, "step": step,
+            "bits_per_image": 8.0 * len(stream) / len(images),
+            "header_bytes": header["header_bytes"], "psnr": psnr,
+            "ssim": ssim,
+            "max_error": int(np.abs(restored.astype(int)
+                                    - images.astype(int)).max()),
+            "bits_by_step": {str(s): 8.0 * len(streams[s]) / len(images)
+                             for s in steps},
+        })
+        log(f"lossy keras-vae pixel step {pixel_step}: latent step {step}, "
+            f"{points[-1]['bits_per_image']:.0f} bits per image, "
+            f"{psnr:.2f} dB")
+    return points
+
+
 def compare_curves(ours, theirs):
     """keras-vae's bits against a codec's at equal PSNR, point by point.
 
     Inside the codec's PSNR range its bits come from linear interpolation
     on its curve (lower envelope); below that range the codec cannot make a
     smaller file than its fewest bits, and above it needs more than its
-    most, so those bounds are compared instead. Crossings are the PSNRs
-    where the interpolated difference changes sign.
+    most, so those bounds are compared instead. `ratio` is keras-vae's
+    bits over the codec's. Crossings are the PSNRs where the interpolated
+    difference changes sign between neighbouring keras-vae points.
     """
     ordered = sorted(theirs, key=lambda p: p["psnr"])
     psnrs = np.array([p["psnr"] for p in ordered])
@@ -388,7 +462,8 @@ def compare_curves(ours, theirs):
         points.append({"psnr": point["psnr"], "ours": point["bits_per_image"],
                        "theirs": theirs_bits, "how": how,
                        "ratio": point["bits_per_image"] / theirs_bits})
-    inside = [p for p in points if p["how"] == "interpolated"]
+    inside = sorted((p for p in points if p["how"] == "interpolated"),
+                    key=lambda p: p["psnr"])
     crossings = []
     for a, b in zip(inside, inside[1:]):
         da, db = a["ours"] - a["theirs"], b["ours"] - b["theirs"]
@@ -429,6 +504,8 @@ def run(quick=False, out_dir=HERE, log=print):
         x = data[test_key]
         network_input = (x / 255.0) if name == "8bit" else x
         row = {"training": info, "likelihood": settings["likelihood"][name],
+               "likelihood_options": settings.get(
+                   "likelihood_options", {}).get(name, {}),
                "negative_elbo_bpp": negative_elbo_bpp(model, network_input)}
         options = dict(batch_size=settings["codec_batch_size"],
                        precision=settings["precision"], verbose=0)
@@ -470,14 +547,20 @@ def run(quick=False, out_dir=HERE, log=print):
     lossy_model, info = trained_model("lossy", data["levels_train"], settings,
                                       quick, log)
     ours = keras_vae_lossy_curve(lossy_model, images, settings["steps"])
+    refined = keras_vae_refined_curve(lossy_model, images,
+                                      settings["pixel_steps"],
+                                      settings["refine_steps"], log)
     curves = lossy_codec_curves(images, settings["qualities"], log)
     results["lossy"] = {
         "keras_vae": ours,
+        "keras_vae_refined": refined,
         "likelihood": settings["likelihood"]["lossy"],
         "training": info,
         "codecs": curves,
         "comparison": {name: compare_curves(ours, points)
                        for name, points in curves.items()},
+        "comparison_refined": {name: compare_curves(refined, points)
+                               for name, points in curves.items()},
     }
     results["load_average_at_end"] = list(os.getloadavg())
     os.makedirs(out_dir, exist_ok=True)
@@ -496,8 +579,11 @@ def run(quick=False, out_dir=HERE, log=print):
 # ------------------------------------------------------------ the report
 def _lossless_table(row, title):
     keras_row, runtime = row["keras"], row["int8_runtime"]
+    options = ", ".join(f"{key}={value}" for key, value in
+                        row.get("likelihood_options", {}).items())
     lines = [
-        f"**{title}** (MLP VAE, likelihood `{row.get('likelihood', '?')}`; "
+        f"**{title}** (MLP VAE, likelihood `{row.get('likelihood', '?')}`"
+        f"{f' ({options})' if options else ''}; "
         f"test negative ELBO of the model: "
         f"{row['negative_elbo_bpp']:.4f} bits/pixel)",
         "",
@@ -564,50 +650,93 @@ def to_markdown(results):
             lines.append(f"| {name} | {label} | "
                          f"{row['compress_images_per_s']:.0f} | "
                          f"{row['decompress_images_per_s']:.0f} |")
-    lossy = results["lossy"]
-    lines += ["", "**Lossy, 8-bit** (MLP VAE, likelihood "
-              f"`{lossy.get('likelihood', '?')}`, decoded with its mean; bits "
-              "per image, mean PSNR and SSIM; plot: `benchmarks/codec_rd.png`)",
-              "",
-              "| keras-vae step | bits/image | PSNR (dB) | SSIM |",
-              "|---|---|---|---|"]
+    lines += _lossy_tables(results["lossy"])
+    return "\n".join(lines)
+
+
+def _ratio_cell(point):
+    """A keras-vae point's bits over a codec's at equal PSNR, as a cell."""
+    if point["how"] == "interpolated":
+        return f"{point['ratio']:.2f}"
+    # Outside the codec's PSNR range only a bound is known: the codec
+    # needs at least its fewest bits (below) or more than its most (above).
+    where = "below" if point["how"].startswith("at least") else "above"
+    return f"<={point['ratio']:.2f} ({where} its range)"
+
+
+def _verdict(comparison):
+    """keras-vae's points against one codec's curve, in words."""
+    points = comparison["points"]
+    inside = [p["ratio"] for p in points if p["how"] == "interpolated"]
+    if inside:
+        verdict = (f"{'fewer' if max(inside) < 1 else 'not always fewer'} "
+                   f"bits at equal PSNR at the {len(inside)} of {len(points)} "
+                   f"points inside its PSNR range (ratio {min(inside):.2f}-"
+                   f"{max(inside):.2f})")
+    else:
+        verdict = "no point inside its PSNR range"
+    for how, where in (("at least", "below"), ("more than", "above")):
+        outside = [p["ratio"] for p in points if p["how"].startswith(how)]
+        if outside:
+            verdict += (f"; {len(outside)} {where} it (ratio at most "
+                        f"{min(outside):.2f}-{max(outside):.2f})")
+    return verdict
+
+
+def _lossy_tables(lossy):
+    lines = ["", "**Lossy, 8-bit** (MLP VAE, likelihood "
+             f"`{lossy.get('likelihood', '?')}`; bits per image of the whole "
+             "stream, header included; mean PSNR and SSIM; plot: "
+             "`benchmarks/codec_rd.png`)", "",
+             "Latent code only (decoded with the decoder's mean):", "",
+             "| keras-vae step | bits/image | PSNR (dB) | SSIM |",
+             "|---|---|---|---|"]
     for point in lossy["keras_vae"]:
         lines.append(f"| {point['step']:g} | {point['bits_per_image']:.1f} | "
                      f"{point['psnr']:.2f} | {point['ssim']:.3f} |")
+    refined = lossy.get("keras_vae_refined", [])
+    names = list(lossy["codecs"])
+    if refined:
+        header = refined[0]["header_bytes"]
+        lines += ["", "Latent code plus refined pixels (`pixel_step` q: each "
+                  "pixel coded under p(x | z) to the grid 0, q, ..., 255 and "
+                  "restored to it, so within q/2 levels; for each q the latent "
+                  f"step with the fewest bits; header {header} bytes). Ratio: "
+                  "keras-vae bits over the codec's, interpolated on its curve "
+                  "at equal PSNR:", "",
+                  "| q | latent step | bits/image | PSNR (dB) | SSIM | largest "
+                  "error (levels) | " + " | ".join(
+                      f"ratio to {name}" for name in names) + " |",
+                  "|" + "---|" * (6 + len(names))]
+        for index, point in enumerate(refined):
+            ratios = [_ratio_cell(lossy["comparison_refined"][name]["points"]
+                                  [index]) for name in names]
+            lines.append(
+                f"| {point['pixel_step']} | {point['step']:g} | "
+                f"{point['bits_per_image']:.1f} | {point['psnr']:.2f} | "
+                f"{point['ssim']:.3f} | {point['max_error']} | "
+                + " | ".join(ratios) + " |")
     lines += ["", "| codec | bits/image (min-max over qualities) | PSNR range "
-              "(dB) | smallest file (bytes, blank image) | keras-vae at equal "
-              "PSNR | curves cross at (dB) |", "|---|---|---|---|---|---|"]
+              "(dB) | smallest file (bytes, blank image) | keras-vae latent "
+              "code at equal PSNR | keras-vae refined pixels at equal PSNR | "
+              "curves cross at (dB): latent / refined |",
+              "|---|---|---|---|---|---|---|"]
     for name, points in lossy["codecs"].items():
-        comparison = lossy["comparison"][name]
         bits = [p["bits_per_image"] for p in points]
         psnr = [p["psnr"] for p in points]
         smallest = min(p["smallest_file_bytes"] for p in points)
-        # Only points inside the codec's PSNR range compare at equal PSNR.
-        inside = [p["ratio"] for p in comparison["points"]
-                  if p["how"] == "interpolated"]
-        if inside:
-            verdict = (f"{'fewer' if max(inside) < 1 else 'not always fewer'} "
-                       f"bits at equal PSNR at the {len(inside)} of "
-                       f"{len(comparison['points'])} keras-vae points inside "
-                       f"its PSNR range (ratio {min(inside):.2f}-"
-                       f"{max(inside):.2f})")
-        else:
-            verdict = "no keras-vae point inside its PSNR range"
-        below = [p["ratio"] for p in comparison["points"]
-                 if p["how"].startswith("at least")]
-        if below:
-            # Its lowest quality already gives more PSNR than these points:
-            # its smallest file is all it could spend there.
-            verdict += (f"; {len(below)} points below its range, where even "
-                        f"its smallest files are {1 / max(below):.0f}-"
-                        f"{1 / min(below):.0f}x the keras-vae bits (at more "
-                        "PSNR)")
-        crossings = ", ".join(f"{c:.1f}" for c in comparison["crossings_psnr"]) or "none"
+        cells, crossings = [], []
+        for key in ("comparison", "comparison_refined"):
+            comparison = lossy.get(key, {}).get(name)
+            cells.append(_verdict(comparison) if comparison else "-")
+            crossings.append(", ".join(
+                f"{c:.1f}" for c in comparison["crossings_psnr"])
+                or "none" if comparison else "-")
         lines.append(f"| {name} | {min(bits):.0f}-{max(bits):.0f} | "
                      f"{min(psnr):.1f}-{max(psnr):.1f} | {smallest} | "
-                     f"{verdict} | {crossings} |")
+                     f"{cells[0]} | {cells[1]} | {' / '.join(crossings)} |")
     lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 def plot(results, path):
@@ -622,6 +751,16 @@ def plot(results, path):
         ours = lossy["keras_vae"]
         axis.plot([p["bits_per_image"] for p in ours], [p[metric] for p in ours],
                   "o-", color="black", linewidth=2, label="keras-vae latent code")
+        refined = lossy.get("keras_vae_refined", [])
+        if refined:
+            axis.plot([p["bits_per_image"] for p in refined],
+                      [p[metric] for p in refined], "s-", color="tab:purple",
+                      linewidth=2,
+                      label="keras-vae latent code + pixels (pixel_step)")
+            for p in refined if metric == "psnr" else ():
+                axis.annotate(f"q={p['pixel_step']}",
+                              (p["bits_per_image"], p[metric]), fontsize=6,
+                              textcoords="offset points", xytext=(4, -8))
         for name, points in lossy["codecs"].items():
             axis.plot([p["bits_per_image"] for p in points],
                       [p[metric] for p in points], ".--", label=name)
@@ -647,6 +786,12 @@ def main(argv=None):
     parser.add_argument("--choose-epochs", action="store_true",
                         help="only find the training epochs of each model "
                              "on a held-out part of the training digits")
+    parser.add_argument("--models", nargs="+", choices=("binary", "8bit"),
+                        default=("binary", "8bit"),
+                        help="models of --choose-epochs")
+    parser.add_argument("--max-epochs", type=int, default=None,
+                        help="longest training of --choose-epochs "
+                             "(default: the settings' max_epochs)")
     parser.add_argument("--render", metavar="JSON",
                         help="only rebuild the Markdown, the plot and the "
                              "README tables from the JSON of a run")
@@ -662,10 +807,13 @@ def main(argv=None):
             _common.update_readme(markdown, README_MARKERS)
         return
     if args.choose_epochs:
-        settings = QUICK if args.quick else FULL
+        settings = dict(QUICK if args.quick else FULL)
+        if args.max_epochs:
+            settings["max_epochs"] = args.max_epochs
         data = load_data(settings)
-        for name, key in (("binary", "binary_train"), ("8bit", "levels_train")):
-            best, _ = choose_epochs(name, data[key], settings, print)
+        keys = {"binary": "binary_train", "8bit": "levels_train"}
+        for name in args.models:
+            best, _ = choose_epochs(name, data[keys[name]], settings, print)
             print(f"{name}: lowest held-out negative ELBO after {best} epochs")
         return
     results = run(args.quick, args.out_dir,

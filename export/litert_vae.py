@@ -756,8 +756,9 @@ def random_inputs(signature, seed=0, num_classes=1):
 # core, `keras_vae/codec/core.py`: on a device, copy it beside this file as
 # `litert_codec.py` and `pip install constriction`. Streams are
 # interchangeable with `keras_vae.codec` only between the same kind of
-# model: a lossless stream written here decodes here (same `.tflite` file,
-# same LiteRT build and CPU kind, same batch size and library versions).
+# model: a lossless stream, or a lossy one with refined pixels
+# (`pixel_step`), written here decodes here (same `.tflite` file, same
+# LiteRT build and CPU kind, same batch size and library versions).
 def codec_core():
     """The codec core module: `litert_codec.py` here, else the repository's."""
     try:
@@ -804,6 +805,9 @@ class CodecNetwork:
         # The exported DiscretizedLogistic files are 8-bit (256 levels).
         self.num_levels = 256 if self.likelihood in (
             "discretizedlogistic", "contextdiscretizedlogistic") else None
+        # The discretised logistic's uniform mixture weight; files exported
+        # before it existed have none (0).
+        self.uniform_mass = float(vae.metadata.get("uniform_mass") or 0.0)
         self.data_shape = tuple(vae.input_shape)
         self.latent_dim = vae.latent_dim
         prior = vae.prior
@@ -831,7 +835,10 @@ def compress(vae, x, mode="lossless", **options):
             uint8 levels (or floats k / 255) for a DiscretizedLogistic one.
         mode: str. `"lossless"` or `"lossy"`.
         **options: `batch_size`, `precision`, `step`, `entropy_model`,
-            `verbose`.
+            `pixel_step` (lossy, DiscretizedLogistic files: also code each
+            pixel on the grid 0, q, ..., 255, so it comes back within
+            q / 2; such a stream decodes with the same file and LiteRT
+            build, like a lossless one), `verbose`.
 
     Returns:
         bytes.
@@ -972,7 +979,7 @@ def _command_compress(vae, args):
                               f"replace it. Received: --out {args.out}")
     data = compress(vae, _input_argument(args), mode=args.mode,
                     batch_size=args.batch_size, precision=args.precision,
-                    step=args.step)
+                    step=args.step, pixel_step=args.pixel_step)
     with open(args.out, "wb") as handle:
         handle.write(data)
     print(f"wrote {args.out} ({len(data)} bytes)")
@@ -1025,6 +1032,9 @@ def build_parser():
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--precision", type=int, default=10)
     parser.add_argument("--step", type=float, default=0.25)
+    parser.add_argument("--pixel-step", type=int, default=None,
+                        help="lossy, 8-bit files: also code each pixel to "
+                        "within half this grid step (a divisor of 255)")
     return parser
 
 

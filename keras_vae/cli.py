@@ -182,6 +182,9 @@ def _add_compress(commands):
                           help="lossy: grid step of the latent codes")
     compress.add_argument("--entropy-model", choices=("adaptive", "prior"),
                           default="adaptive", help="lossy: entropy model")
+    compress.add_argument("--pixel-step", type=positive_int, default=None,
+                          help="lossy, 8-bit models: also code each pixel "
+                          "to within half this grid step (a divisor of 255)")
     compress.add_argument("--overwrite", action="store_true",
                           help="replace an existing output file")
     return compress
@@ -197,7 +200,8 @@ def _run_compress(args):
     x = np.load(args.input, allow_pickle=False)
     data = codec.compress(model, x, mode=args.mode, batch_size=args.batch_size,
                           precision=args.precision, step=args.step,
-                          entropy_model=args.entropy_model)
+                          entropy_model=args.entropy_model,
+                          pixel_step=args.pixel_step)
     files.write_bytes(args.output, data, overwrite=args.overwrite)
     bits = 8.0 * len(data) / max(1, x.size)
     print(f"wrote {args.output}: {len(x)} images in {len(data)} bytes "

@@ -136,6 +136,102 @@ def test_lossy_streams_trade_bits_for_reconstruction_error(levels_model, data):
     assert errors[2] < 1.2 * direct + 1.0
 
 
+def test_refined_pixels_come_back_within_half_a_grid_step_for_more_bits(
+        levels_model, data):
+    x = data["levels"][:60]
+    sizes = []
+    for pixel_step in (85, 15, 5, 1):
+        stream = codec.compress(levels_model, x, mode="lossy", step=0.5,
+                                pixel_step=pixel_step, verbose=0)
+        restored = codec.decompress(levels_model, stream, verbose=0)
+        assert restored.dtype == np.uint8 and restored.shape == x.shape
+        error = np.abs(restored.astype(int) - x.astype(int))
+        assert error.max() <= pixel_step // 2
+        # Restored pixels are grid levels.
+        assert np.all(restored % pixel_step == 0)
+        header = codec.describe(stream)
+        assert header["pixel_step"] == pixel_step and header["version"] == 2
+        sizes.append(len(stream))
+    assert np.array_equal(restored, x)  # pixel_step=1: exact given the code
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+    # Floats k / 255 in, floats on the same grid out.
+    as_float = (x[:10] / 255.0).astype("float32")
+    restored = codec.decompress(levels_model, codec.compress(
+        levels_model, as_float, mode="lossy", pixel_step=3, verbose=0),
+        verbose=0)
+    assert restored.dtype == np.float32
+    assert np.abs(restored - as_float).max() <= 1 / 255 + 1e-6
+
+
+def test_latent_only_streams_keep_the_first_format_version(levels_model,
+                                                           binary_model, data):
+    lossy = codec.compress(levels_model, data["levels"][:10], mode="lossy",
+                           verbose=0)
+    lossless = codec.compress(binary_model, data["binary"][:10], verbose=0)
+    # Byte 4 is the version: streams without refined pixels are the same
+    # bytes as before the pixel refinement existed.
+    assert lossy[4] == 1 and lossless[4] == 1
+    assert codec.describe(lossy)["pixel_step"] == 0
+    assert codec.decompress(levels_model, lossy, verbose=0).shape == (10, 8, 8, 1)
+    assert np.array_equal(codec.decompress(binary_model, lossless, verbose=0),
+                          data["binary"][:10])
+
+
+@pytest.mark.parametrize("pixel_step", [2, 4, 0, 256, True, 5.0, "5", -5])
+def test_pixel_step_that_does_not_divide_255_raises_value_error(
+        levels_model, data, pixel_step):
+    with pytest.raises(ValueError, match=(
+            r"\(1, 3, 5, 15, 17, 51, 85, 255\)\. Received: pixel_step=")):
+        codec.compress(levels_model, data["levels"][:2], mode="lossy",
+                       pixel_step=pixel_step, verbose=0)
+
+
+def test_pixel_step_needs_lossy_mode_8bit_levels_and_the_8bit_likelihood(
+        binary_model, levels_model, data):
+    with pytest.raises(ValueError, match="discretised logistic.*"
+                       "Received: pixel_step=5"):
+        codec.compress(binary_model, data["binary"][:2], mode="lossy",
+                       pixel_step=5, verbose=0)
+    with pytest.raises(ValueError, match="mode='lossy'.*Received: pixel_step=5"):
+        codec.compress(levels_model, data["levels"][:2], pixel_step=5,
+                       verbose=0)
+    between_levels = data["levels"][:2] / 255.0 + 0.3 / 255.0
+    with pytest.raises(ValueError, match="between levels"):
+        codec.compress(levels_model, between_levels, mode="lossy",
+                       pixel_step=5, verbose=0)
+
+
+def test_refined_stream_never_returns_wrong_pixels(levels_model, data):
+    x = data["levels"][:40]
+    stream = codec.compress(levels_model, x, mode="lossy", step=0.5,
+                            pixel_step=5, batch_size=16, verbose=0)
+    damaged = bytearray(stream)
+    damaged[-3] ^= 0x01
+    with pytest.raises(ValueError, match="corrupted"):
+        codec.decompress(levels_model, bytes(damaged), verbose=0)
+
+    class Drifting(codec.KerasNetwork):
+        # The same model on a runtime whose outputs differ in the last bits.
+        def decode(self, z):
+            outputs = super().decode(z)
+            return dict(outputs, loc=outputs["loc"] + 2e-3)
+
+    with pytest.raises(ValueError, match="network outputs"):
+        core.decompress(Drifting(levels_model), stream, verbose=0)
+
+    class OtherRuntime(codec.KerasNetwork):
+        def __init__(self, model):
+            super().__init__(model)
+            self.kind = "litert"
+
+    with pytest.raises(ValueError, match="refined pixels.*keras-tensorflow"):
+        core.decompress(OtherRuntime(levels_model), stream, verbose=0)
+    # Latent-only streams only need the model: any runtime kind decodes them.
+    lossy = codec.compress(levels_model, x, mode="lossy", verbose=0)
+    assert core.decompress(OtherRuntime(levels_model), lossy,
+                           verbose=0).shape == x.shape
+
+
 def test_lossy_prior_entropy_model_needs_no_side_information(binary_model, data):
     x = data["binary"][:50]
     adaptive = codec.compress(binary_model, x, mode="lossy", verbose=0)

@@ -120,3 +120,70 @@ def test_cli_compresses_and_decompresses_and_never_overwrites(files, capsys):
     assert cli.main(["decompress", str(files / "discretized_logistic.keras"),
                      stream, restored, "--overwrite"]) == 2
     assert "another model" in capsys.readouterr().err
+
+
+def test_int8_runtime_refined_lossy_streams_round_trip_and_its_cli_flag(files):
+    out = _python(f"""
+        import json, subprocess, sys
+        import numpy as np
+        sys.path.insert(0, {RUNTIME_DIR!r})
+        import litert_vae
+        folder = {str(files)!r}
+        model = f"{{folder}}/discretized_logistic.tflite"
+        vae = litert_vae.LiteRTVAE(model, num_threads=1)
+        x = np.load(f"{{folder}}/discretized_logistic_x.npy")[:48]
+        result = {{"errors": [], "bytes": []}}
+        for pixel_step in (51, 5):
+            stream = litert_vae.compress(vae, x, mode="lossy", step=0.5,
+                                         pixel_step=pixel_step, batch_size=16,
+                                         verbose=0)
+            restored = litert_vae.decompress(vae, stream, verbose=0)
+            result["errors"].append(int(np.abs(
+                restored.astype(int) - x.astype(int)).max()))
+            result["bytes"].append(len(stream))
+            header = litert_vae.codec_core().describe(stream)
+            result["header"] = [header["kind"], header["pixel_step"]]
+        runtime = {os.path.join(RUNTIME_DIR, "litert_vae.py")!r}
+        np.save(f"{{folder}}/refine_x.npy", x)
+        for args in (["compress", "--input", f"{{folder}}/refine_x.npy",
+                      "--out", f"{{folder}}/refined.kvz", "--mode", "lossy",
+                      "--pixel-step", "17"],
+                     ["decompress", "--input", f"{{folder}}/refined.kvz",
+                      "--out", f"{{folder}}/refined.npy"]):
+            subprocess.run([sys.executable, runtime, model, *args], check=True,
+                           capture_output=True)
+        result["cli_error"] = int(np.abs(np.load(f"{{folder}}/refined.npy")
+                                         .astype(int) - x.astype(int)).max())
+        result["cli_pixel_step"] = litert_vae.codec_core().describe(
+            open(f"{{folder}}/refined.kvz", "rb").read())["pixel_step"]
+        bad = subprocess.run([sys.executable, runtime, model, "compress",
+                              "--input", f"{{folder}}/refine_x.npy", "--out",
+                              f"{{folder}}/bad.kvz", "--mode", "lossy",
+                              "--pixel-step", "4"], capture_output=True,
+                             text=True)
+        result["bad"] = [bad.returncode, bad.stderr]
+        print(json.dumps(result))
+    """)
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["errors"][0] <= 25 and result["errors"][1] <= 2
+    assert result["bytes"][0] < result["bytes"][1]
+    assert result["header"] == ["litert", 5]
+    assert result["cli_pixel_step"] == 17 and result["cli_error"] <= 8
+    assert result["bad"][0] == 2 and "Received: pixel_step=4" in result["bad"][1]
+
+
+def test_cli_pixel_step_writes_a_refined_lossy_stream(files, capsys):
+    model = str(files / "discretized_logistic.keras")
+    x_path = str(files / "discretized_logistic_x.npy")
+    stream = str(files / "refined_cli.kvz")
+    restored = str(files / "refined_cli.npy")
+    assert cli.main(["compress", model, x_path, stream, "--mode", "lossy",
+                     "--step", "0.5", "--pixel-step", "15"]) == 0
+    assert codec.describe(open(stream, "rb").read())["pixel_step"] == 15
+    assert cli.main(["decompress", model, stream, restored]) == 0
+    error = np.abs(np.load(restored).astype(int) - np.load(x_path).astype(int))
+    assert error.max() <= 7
+    capsys.readouterr()
+    assert cli.main(["compress", model, x_path, stream, "--overwrite",
+                     "--mode", "lossy", "--pixel-step", "2"]) == 2
+    assert "Received: pixel_step=2" in capsys.readouterr().err

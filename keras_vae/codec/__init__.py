@@ -3,7 +3,9 @@
 `compress(model, x)` turns a batch of images into bytes and
 `decompress(model, data)` gives them back: bit for bit in
 `mode="lossless"` (bits-back coding with ANS, BB-ANS), or the decoder's
-reconstructions of quantised latent codes in `mode="lossy"`. A stream has a
+reconstructions of quantised latent codes in `mode="lossy"` (for 8-bit
+data optionally refined: `pixel_step` codes every pixel to within half a
+grid step under the model's p(x | z)). A stream has a
 small versioned header (model fingerprint, shape, dtype, mode, parameters
 and CRC32 checksums), so the wrong model or a corrupted or truncated stream
 raises `ValueError`. The numpy-only core (`keras_vae.codec.core`) is the
@@ -33,7 +35,7 @@ from keras_vae.codec.keras_network import KerasNetwork, model_fingerprint
 
 def compress(model, x, mode="lossless", batch_size=DEFAULT_BATCH_SIZE,
              precision=DEFAULT_PRECISION, step=DEFAULT_STEP,
-             entropy_model="adaptive", verbose=1):
+             entropy_model="adaptive", pixel_step=None, verbose=1):
     """Compress a batch of images with a VAE; returns the stream as bytes.
 
     `mode="lossless"` codes the data exactly with bits-back ANS: the rate
@@ -47,7 +49,13 @@ def compress(model, x, mode="lossless", batch_size=DEFAULT_BATCH_SIZE,
     `mode="lossy"` quantises the posterior means on a grid of `step` and
     codes them under a factorised Gaussian entropy model;
     `decompress` returns the decoder's mean for those codes, in the dtype
-    of `x`.
+    of `x`. For 8-bit data, `pixel_step=q` also codes every pixel rounded
+    to the grid 0, q, 2q, ..., 255 under p(x | z) at the decoded latent
+    code, and `decompress` returns those grid levels: every pixel within
+    q / 2 of the original (exact for q = 1), at the price of more bits.
+    Like lossless streams, these need the receiver to compute the
+    sender's network outputs bit for bit (same runtime kind, batch size
+    and versions); a mismatch raises `ValueError`.
 
     Args:
         model: `keras_vae.VAE`. Unconditional, standard normal prior for
@@ -61,6 +69,9 @@ def compress(model, x, mode="lossless", batch_size=DEFAULT_BATCH_SIZE,
             (smaller: more bits, better reconstructions).
         entropy_model: str. Lossy: `"adaptive"` (one scale byte per latent
             dimension in the header) or `"prior"`.
+        pixel_step: int or None. Lossy, `discretized_logistic` models
+            only: the pixel grid step q, a divisor of 255 (1, 3, 5, 15, 17,
+            51, 85 or 255); None codes the latent code alone.
         verbose: int. 0 hides the progress bar.
 
     Returns:
@@ -69,11 +80,14 @@ def compress(model, x, mode="lossless", batch_size=DEFAULT_BATCH_SIZE,
     Example:
 
     >>> data = keras_vae.codec.compress(model, x_test > 0.5)  # doctest: +SKIP
+    >>> near = keras_vae.codec.compress(levels_model, uint8_images,
+    ...                                 mode="lossy", step=1.0,
+    ...                                 pixel_step=5)  # doctest: +SKIP
     """
     return core.compress(KerasNetwork(model), x, mode=mode,
                          batch_size=batch_size, precision=precision,
                          step=step, entropy_model=entropy_model,
-                         verbose=verbose)
+                         pixel_step=pixel_step, verbose=verbose)
 
 
 def decompress(model, data, verbose=1):

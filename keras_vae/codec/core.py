@@ -35,7 +35,14 @@ so a mismatch raises `ValueError` rather than returning wrong data.
 Lossy mode quantises the posterior means on a grid of step `step`, codes
 the integers under a factorised Gaussian entropy model (the prior, or one
 scale per latent dimension fitted to the stream and stored in the header)
-and decodes with the decoder's mean.
+and decodes with the decoder's mean. For 8-bit data (the discretised
+logistic) it can also refine every pixel (`pixel_step` q): the level is
+rounded to the grid 0, q, 2q, ..., 255 and the grid index is coded under
+p(x | z) at the decoded latent code, each bin's probability the sum of the
+probabilities of the levels that round to it; the receiver restores the
+grid level, so each pixel lands within q / 2 of the original (exact for
+q = 1). Like lossless streams, refined streams need
+bit-identical network outputs on both sides (checked by a data digest).
 """
 
 import functools
@@ -48,7 +55,11 @@ import zlib
 import numpy as np
 
 MAGIC = b"KVZ\x89"
-FORMAT_VERSION = 1
+# Version 2 added the lossy `pixel_step` field. A stream is written in the
+# oldest version that holds it (version 1 unless its pixels are refined),
+# so older readers still decode every stream they could before.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MODES = ("lossless", "lossy")
 ENTROPY_MODELS = ("adaptive", "prior")
 # Likelihoods whose code lengths are exact: lossless mode codes with them.
@@ -153,9 +164,11 @@ def pack_stream(header, payload):
         payload: bytes. The coded data.
     """
     shape = tuple(int(d) for d in header["shape"])
+    pixel_step = int(header.get("pixel_step") or 0)
+    version = 2 if pixel_step else 1
     parts = [
         _FIXED.pack(
-            MAGIC, FORMAT_VERSION, MODES.index(header["mode"]),
+            MAGIC, version, MODES.index(header["mode"]),
             _code_of(_LIKELIHOOD_CODES, header["likelihood"]),
             _code_of(_KIND_CODES, header["kind"]),
             header["fingerprint"], _DTYPES.index(header["dtype"]), len(shape),
@@ -174,6 +187,8 @@ def pack_stream(header, payload):
             "<fBH", header["step"],
             ENTROPY_MODELS.index(header["entropy_model"]), len(codes),
         ) + codes)
+        if version >= 2:
+            parts.append(struct.pack("<B", pixel_step))
     parts.append(_TAIL.pack(header["data_digest"], len(payload),
                             zlib.crc32(payload)))
     head = b"".join(parts)
@@ -228,11 +243,11 @@ def read_header(data):
         )
     (_, version, mode, likelihood, kind, fingerprint, dtype,
      ndim) = take(_FIXED.format)
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise StreamError(
             f"This stream has format version {version}; this keras-vae reads "
-            f"version {FORMAT_VERSION}. Decode it with the keras-vae release "
-            f"that wrote it. Received: version={version}"
+            f"versions {READABLE_VERSIONS}. Decode it with the keras-vae "
+            f"release that wrote it. Received: version={version}"
         )
     if mode >= len(MODES) or dtype >= len(_DTYPES) or not 1 <= ndim <= 8:
         raise StreamError(
@@ -241,6 +256,7 @@ def read_header(data):
         )
     *shape, batch_size = take(f"<{ndim}IH")
     header = {
+        "version": version,
         "mode": MODES[mode],
         "likelihood": _name_of(_LIKELIHOOD_CODES, likelihood),
         "kind": _name_of(_KIND_CODES, kind),
@@ -257,6 +273,8 @@ def read_header(data):
         header["step"] = step
         header["entropy_model"] = ENTROPY_MODELS[min(entropy_model, 1)]
         header["scale_codes"] = bytes(take(f"<{count}B"))
+        # Version 1 streams have no refined pixels.
+        header["pixel_step"] = take("<B")[0] if version >= 2 else 0
     header["data_digest"], payload_length, payload_crc = take(_TAIL.format)
     end_of_fields = position[0]
     (header_crc,) = take("<I")
@@ -493,8 +511,13 @@ def _push_latents(coder, indices, z_mean, z_log_var, centres):
             z_mean[chunk], z_log_var[chunk], centres))
 
 
-def _level_probabilities(loc, log_scale, num_levels):
-    """Rows of the discretised logistic's probabilities of every level."""
+def _level_probabilities(loc, log_scale, num_levels, uniform_mass=0.0):
+    """Rows of the discretised logistic's probabilities of every level.
+
+    With `uniform_mass` > 0, that much probability is spread evenly over
+    the levels and the logistic keeps the rest (as
+    `DiscretizedLogistic(uniform_mass=...)` trains).
+    """
     loc = np.asarray(loc, np.float64).reshape(-1, 1)
     inverse_scale = np.exp(-np.asarray(log_scale, np.float64)).reshape(-1, 1)
     edges = (np.arange(num_levels - 1, dtype=np.float64) + 0.5) / (num_levels - 1)
@@ -502,11 +525,19 @@ def _level_probabilities(loc, log_scale, num_levels):
     cdf = 0.5 + 0.5 * np.tanh(0.5 * (edges[None, :] - loc) * inverse_scale)
     ones = np.ones((cdf.shape[0], 1))
     cdf = np.concatenate([np.zeros_like(ones), cdf, ones], axis=1)
-    return np.maximum(np.diff(cdf, axis=1), 0.0)
+    probabilities = np.maximum(np.diff(cdf, axis=1), 0.0)
+    if uniform_mass:
+        probabilities *= 1.0 - uniform_mass
+        probabilities += uniform_mass / num_levels
+    return probabilities
 
 
-def _pixel_coding(outputs, likelihood, num_levels):
-    """`(family, chunks, arguments(chunk))` to code pixels with constriction."""
+def _pixel_coding(outputs, likelihood, num_levels, uniform_mass=0.0):
+    """`(family, chunks, arguments(chunk))` to code pixels with constriction.
+
+    `uniform_mass` is the discretised logistic's mixture weight of the
+    uniform distribution over the levels (`network_uniform_mass`).
+    """
     c = _constriction()
     if likelihood == "bernoulli":
         probabilities = np.clip(
@@ -519,23 +550,35 @@ def _pixel_coding(outputs, likelihood, num_levels):
     family = c.stream.model.Categorical(perfect=False)
     return family, _row_chunks(loc.size, num_levels), (
         lambda chunk: (_level_probabilities(
-            loc[chunk], log_scale[chunk], num_levels),))
+            loc[chunk], log_scale[chunk], num_levels, uniform_mass),))
+
+
+def network_uniform_mass(network):
+    """The uniform mixture weight a network's discretised logistic trains with.
+
+    Keras networks and `.tflite` files expose it as `uniform_mass` (0 for
+    files exported before it existed, and for other likelihoods).
+    """
+    return float(getattr(network, "uniform_mass", 0.0) or 0.0)
 
 
 def _push_pixels(coder, symbols, outputs, likelihood, num_levels,
-                 context=None):
+                 context=None, uniform_mass=0.0):
     if context is not None:
         return _push_context_pixels(coder, symbols, outputs, context)
-    family, chunks, arguments = _pixel_coding(outputs, likelihood, num_levels)
+    family, chunks, arguments = _pixel_coding(outputs, likelihood, num_levels,
+                                              uniform_mass)
     symbols = symbols.reshape(-1)
     for chunk in reversed(chunks):
         coder.encode_reverse(symbols[chunk], family, *arguments(chunk))
 
 
-def _pop_pixels(coder, count, outputs, likelihood, num_levels, context=None):
+def _pop_pixels(coder, count, outputs, likelihood, num_levels, context=None,
+                uniform_mass=0.0):
     if context is not None:
         return _pop_context_pixels(coder, count, outputs, context)
-    family, chunks, arguments = _pixel_coding(outputs, likelihood, num_levels)
+    family, chunks, arguments = _pixel_coding(outputs, likelihood, num_levels,
+                                              uniform_mass)
     symbols = np.empty(count, np.int32)
     for chunk in chunks:
         symbols[chunk] = coder.decode(family, *arguments(chunk))
@@ -550,7 +593,8 @@ def context_model(network, shape):
     causal neighbourhood `offsets` (`[dy, dx]` pairs), the head's weights
     `context_kernel` (K, H), `feature_kernel` (F, H), `bias` (H,) and
     `output_kernel` (H, P) and, for 8-bit data, `num_levels`,
-    `min_log_scale`, `max_log_scale` and `loc_range`, as
+    `min_log_scale`, `max_log_scale`, `loc_range` and `uniform_mass`
+    (absent in older files: 0), as
     `keras_vae.likelihoods.ContextLikelihood.head_weights` returns them.
     """
     if network.likelihood not in CONTEXT_LIKELIHOODS:
@@ -577,6 +621,7 @@ def context_model(network, shape):
         model["log_scale_range"] = (float(head["min_log_scale"]),
                                     float(head["max_log_scale"]))
         model["loc_range"] = tuple(float(v) for v in head["loc_range"])
+        model["uniform_mass"] = float(head.get("uniform_mass", 0.0))
     return model
 
 
@@ -616,7 +661,8 @@ def _context_distribution(features, neighbours, model):
     loc = low + (high - low) * (0.5 + 0.5 * np.tanh(0.5 * params[..., 0]))
     log_scale = np.clip(params[..., 1], *model["log_scale_range"])
     return (c.stream.model.Categorical(perfect=False),
-            _level_probabilities(loc, log_scale, model["num_levels"]))
+            _level_probabilities(loc, log_scale, model["num_levels"],
+                                 model["uniform_mass"]))
 
 
 def _context_grid(count, model, values=None):
@@ -782,7 +828,8 @@ def _bits_back_pass(network, symbols, inputs, sizes, batch_size, centres,
         outputs = _padded(network.decode, centres[indices].reshape(
             size, latent_dim).astype(np.float32), batch_size)
         _push_pixels(coder, symbols[batch], outputs, network.likelihood,
-                     network.num_levels, context)
+                     network.num_levels, context,
+                     network_uniform_mass(network))
         coder.encode_reverse(indices, c.stream.model.Uniform(len(centres)))
         done += size
         bar.update()
@@ -855,7 +902,8 @@ def _decode_lossless(network, header, verbose):
                 size, latent_dim).astype(np.float32), header["batch_size"])
             symbols[batch] = _pop_pixels(
                 coder, size * per_image, outputs, network.likelihood,
-                num_levels, context).reshape(size, per_image)
+                num_levels, context,
+                network_uniform_mass(network)).reshape(size, per_image)
             inputs = (symbols[batch] / float(top)).astype(np.float32)
             z_mean, z_log_var = _padded(
                 network.posterior, inputs.reshape(size, *shape[1:]),
@@ -919,8 +967,130 @@ def _entropy_stds(header, count):
     return np.tile(stds, count)
 
 
-def _encode_lossy(network, x, batch_size, step, entropy_model, verbose):
-    inputs = network_input(x, network.likelihood, network.num_levels)
+def _latent_values(grid, step, count):
+    """The decoder's input for the grid integers: both sides compute it alike."""
+    return (np.asarray(grid).reshape(count, -1) * step).astype(np.float32)
+
+
+def _decoder_outputs(network, z, batch_size, verbose, description):
+    """`network.decode` over `z` in padded batches, outputs concatenated."""
+    parts = []
+    bar = _progress(-(-len(z) // batch_size), verbose, description)
+    for start in range(0, len(z), batch_size):
+        parts.append(_padded(network.decode, z[start:start + batch_size],
+                             batch_size))
+        bar.update()
+    bar.close()
+    return {name: np.concatenate([part[name] for part in parts])
+            for name in parts[0]}
+
+
+# ------------------------------------------------- refined 8-bit pixels
+def pixel_steps(num_levels):
+    """The pixel grid steps of `num_levels`-level data: divisors of the top level.
+
+    A step q puts the grid levels 0, q, 2q, ..., num_levels - 1 (the top
+    level is on the grid, so the darkest and brightest pixels stay exact).
+    For 8-bit data: (1, 3, 5, 15, 17, 51, 85, 255).
+    """
+    top = int(num_levels) - 1
+    return tuple(q for q in range(1, top + 1) if top % q == 0)
+
+
+def _bin_starts(num_levels, pixel_step):
+    """The first level of each pixel bin: level l goes to bin round(l / q).
+
+    Halves round up (they only occur for an even q), so bin k holds the
+    levels within q / 2 of its grid level k * q.
+    """
+    count = (num_levels - 1) // pixel_step + 1
+    starts = np.arange(count) * pixel_step - pixel_step // 2
+    starts[0] = 0
+    return starts
+
+
+def pixel_bins(symbols, pixel_step):
+    """The grid index of each level, `round(level / pixel_step)`, int32."""
+    symbols = np.asarray(symbols, np.int64)
+    return ((symbols + pixel_step // 2) // pixel_step).astype(np.int32)
+
+
+def _bin_coding(outputs, num_levels, pixel_step, uniform_mass=0.0):
+    """`(family, chunks, probabilities(chunk))` of the pixel bins.
+
+    A bin's probability is the sum of the probabilities of its levels, from
+    the very table lossless coding codes the levels with (`_pixel_coding`).
+    """
+    family, chunks, arguments = _pixel_coding(outputs, "discretizedlogistic",
+                                              num_levels, uniform_mass)
+    starts = _bin_starts(num_levels, pixel_step)
+    return family, chunks, (lambda chunk: np.add.reduceat(
+        arguments(chunk)[0], starts, axis=1))
+
+
+def _push_bins(coder, bins, outputs, num_levels, pixel_step,
+               uniform_mass=0.0):
+    """Code the pixel bins under p(x | z) of the decoder `outputs`."""
+    family, chunks, probabilities = _bin_coding(outputs, num_levels,
+                                                pixel_step, uniform_mass)
+    bins = np.asarray(bins, np.int32).reshape(-1)
+    # The receiver decodes the first chunk first: it goes on the stack last.
+    for chunk in reversed(chunks):
+        coder.encode_reverse(bins[chunk], family, probabilities(chunk))
+
+
+def _pop_bins(coder, outputs, num_levels, pixel_step, uniform_mass=0.0):
+    """Decode the pixel bins that `_push_bins` coded, int32 `(pixels,)`."""
+    family, chunks, probabilities = _bin_coding(outputs, num_levels,
+                                                pixel_step, uniform_mass)
+    bins = np.empty(np.asarray(outputs["loc"]).size, np.int32)
+    for chunk in chunks:
+        bins[chunk] = coder.decode(family, probabilities(chunk))
+    return bins
+
+
+def _bin_levels(bins, pixel_step):
+    """The level each pixel is restored to: its bin's grid level, k * q."""
+    return (np.asarray(bins, np.int32) * pixel_step).astype(np.int32)
+
+
+def _check_pixel_step(pixel_step, network, mode):
+    """`pixel_step` as an int, or None; `ValueError` if it cannot refine."""
+    if pixel_step is None:
+        return None
+    if mode != "lossy":
+        raise ValueError(
+            "`pixel_step` refines the pixels of a lossy stream; a lossless "
+            "stream already restores every pixel. Use mode='lossy' or leave "
+            f"pixel_step=None. Received: pixel_step={pixel_step!r}"
+        )
+    if network.likelihood != "discretizedlogistic" or not network.num_levels:
+        raise ValueError(
+            "`pixel_step` codes pixel levels under the discretised logistic "
+            "likelihood (8-bit data, likelihood='discretized_logistic'); "
+            f"this model's likelihood is {network.likelihood!r}. Leave "
+            f"pixel_step=None for it. Received: pixel_step={pixel_step!r}"
+        )
+    allowed = pixel_steps(network.num_levels)
+    if isinstance(pixel_step, bool) or not isinstance(
+            pixel_step, (int, np.integer)) or int(pixel_step) not in allowed:
+        raise ValueError(
+            "Expected `pixel_step` to be an int that divides "
+            f"{network.num_levels - 1} (the grid 0, q, 2q, ... must end on "
+            f"the top level), one of {allowed}. Received: "
+            f"pixel_step={pixel_step!r}"
+        )
+    return int(pixel_step)
+
+
+# --------------------------------------------------------- lossy streams
+def _encode_lossy(network, x, batch_size, step, entropy_model, pixel_step,
+                  verbose):
+    if pixel_step:
+        # Refined pixels are coded as levels: x must hold exact levels.
+        symbols, inputs = to_symbols(x, network.likelihood, network.num_levels)
+    else:
+        inputs = network_input(x, network.likelihood, network.num_levels)
     limit = _grid_limit(step)
     means = []
     bar = _progress(-(-len(inputs) // batch_size), verbose, "compress")
@@ -936,10 +1106,21 @@ def _encode_lossy(network, x, batch_size, step, entropy_model, verbose):
     header = {
         "step": float(np.float32(step)), "entropy_model": entropy_model,
         "scale_codes": bytes(codes), "data_digest": bytes(DIGEST_BYTES),
+        "pixel_step": pixel_step or 0,
     }
     stds = _entropy_stds(dict(header, latent_dim=grid.shape[1]), len(grid))
     c = _constriction()
     coder = c.stream.stack.AnsCoder()
+    if pixel_step:
+        # The pixels go under the latent codes: the receiver decodes the
+        # codes first, then the pixels under p(x | z) at those codes.
+        outputs = _decoder_outputs(
+            network, _latent_values(grid, header["step"], len(grid)),
+            batch_size, verbose, "compress pixels")
+        bins = pixel_bins(symbols, pixel_step)
+        _push_bins(coder, bins, outputs, network.num_levels, pixel_step,
+                   network_uniform_mass(network))
+        header["data_digest"] = data_digest(_bin_levels(bins, pixel_step))
     family = c.stream.model.QuantizedGaussian(-limit, limit)
     coder.encode_reverse(grid.reshape(-1), family, np.zeros_like(stds), stds)
     return header, np.asarray(coder.get_compressed(), "<u4").tobytes()
@@ -949,12 +1130,20 @@ def _decode_lossy(network, header, verbose):
     c = _constriction()
     shape = header["shape"]
     latent_dim = int(network.latent_dim)
+    pixel_step = header["pixel_step"]
     if header["entropy_model"] == "adaptive" and (
             len(header["scale_codes"]) != latent_dim):
         raise StreamError(
             "The stream's entropy model has "
             f"{len(header['scale_codes'])} latent dimensions; this model has "
             f"{latent_dim}. Received: a stream for another model"
+        )
+    if pixel_step and (network.likelihood != "discretizedlogistic"
+                       or pixel_step not in pixel_steps(network.num_levels)):
+        raise StreamError(
+            "The stream refines pixels on a grid this model cannot code "
+            "(refined streams need a discretised logistic model). Received: "
+            f"pixel_step={pixel_step}"
         )
     limit = _grid_limit(header["step"])
     stds = _entropy_stds(dict(header, latent_dim=latent_dim), shape[0])
@@ -970,26 +1159,40 @@ def _decode_lossy(network, header, verbose):
             f"The latent codes could not be decoded ({error}). Received: a "
             "corrupted stream"
         ) from None
-    z = (grid.reshape(shape[0], latent_dim) * header["step"]).astype(np.float32)
-    batch_size = header["batch_size"]
-    restored = []
-    bar = _progress(-(-shape[0] // batch_size), verbose, "decompress")
-    for start in range(0, shape[0], batch_size):
-        outputs = _padded(network.decode, z[start:start + batch_size],
-                          batch_size)
-        restored.append(reconstruction(outputs, network.likelihood,
-                                       network.num_levels))
-        bar.update()
-    bar.close()
-    mean = np.concatenate(restored).reshape(shape)
-    return restore_lossy(mean, header["dtype"], network.likelihood,
-                         network.num_levels)
+    z = _latent_values(grid, header["step"], shape[0])
+    outputs = _decoder_outputs(network, z, header["batch_size"], verbose,
+                               "decompress")
+    if not pixel_step:
+        mean = reconstruction(outputs, network.likelihood, network.num_levels)
+        return restore_lossy(mean.reshape(shape), header["dtype"],
+                             network.likelihood, network.num_levels)
+    try:
+        bins = _pop_bins(coder, outputs, network.num_levels, pixel_step,
+                         network_uniform_mass(network))
+        finished = coder.is_empty()
+    except BaseException as error:
+        if not _coder_failure(error):
+            raise
+        finished = False
+    levels = _bin_levels(bins, pixel_step).reshape(shape) if finished else None
+    if not finished or data_digest(levels) != header["data_digest"]:
+        raise StreamError(
+            "The refined pixels do not match the stream's digest: they are "
+            "coded under p(x | z), and the receiver's network outputs "
+            "differ from the sender's (same model file, same backend or "
+            "LiteRT build, same CPU kind for int8 files and the same "
+            "library versions are needed). No data is returned. Received: "
+            "stream "
+            f"written by {header['kind']!r}, decoded by {network.kind!r}"
+        )
+    return from_symbols(levels, header["dtype"], network.likelihood,
+                        network.num_levels)
 
 
 # ------------------------------------------------------------------ API
 def compress(network, x, mode="lossless", batch_size=DEFAULT_BATCH_SIZE,
              precision=DEFAULT_PRECISION, step=DEFAULT_STEP,
-             entropy_model="adaptive", verbose=1):
+             entropy_model="adaptive", pixel_step=None, verbose=1):
     """Compress a batch of examples into one stream (bytes).
 
     Args:
@@ -1005,6 +1208,10 @@ def compress(network, x, mode="lossless", batch_size=DEFAULT_BATCH_SIZE,
         entropy_model: str. Lossy: `"adaptive"` (one scale per latent
             dimension, fitted to this stream, one header byte each) or
             `"prior"` (the N(0, 1) prior, no side information).
+        pixel_step: int or None. Lossy, 8-bit data (discretised logistic):
+            also code each pixel on the grid 0, q, 2q, ..., 255 (q a
+            divisor of 255) under p(x | z) at the latent code, so it is
+            restored within q / 2 (exactly for 1). None: latent code only.
         verbose: int. 0 hides the progress bar.
 
     Returns:
@@ -1024,6 +1231,7 @@ def compress(network, x, mode="lossless", batch_size=DEFAULT_BATCH_SIZE,
             f"dtype={x.dtype}"
         )
     _check_network(network, x.shape, mode)
+    pixel_step = _check_pixel_step(pixel_step, network, mode)
     # Calls are padded to the batch size: no larger than the data.
     batch_size = min(batch_size, len(x))
     if mode == "lossless":
@@ -1049,7 +1257,7 @@ def compress(network, x, mode="lossless", batch_size=DEFAULT_BATCH_SIZE,
                 "entropy_model='prior'"
             )
         header, payload = _encode_lossy(network, x, batch_size, float(step),
-                                        entropy_model, verbose)
+                                        entropy_model, pixel_step, verbose)
     header.update(
         mode=mode, likelihood=network.likelihood, kind=network.kind,
         fingerprint=network.fingerprint[:FINGERPRINT_BYTES],
@@ -1062,9 +1270,9 @@ def decompress(network, data, verbose=1):
     """Decode a stream from `compress` with the same model.
 
     Raises `ValueError` for a truncated or corrupted stream, a stream of
-    another model (fingerprint), or a lossless stream that this runtime
-    cannot reproduce bit for bit; it never returns wrong data for a
-    lossless stream.
+    another model (fingerprint), or a lossless or refined lossy stream that
+    this runtime cannot reproduce bit for bit; it never returns wrong data
+    for those.
 
     Args:
         network: a network object (see the module docstring).
@@ -1084,15 +1292,19 @@ def decompress(network, data, verbose=1):
             f"{header['fingerprint'].hex()}"
         )
     _check_network(network, header["shape"], header["mode"])
+    refined = header["mode"] == "lossy" and header["pixel_step"]
+    if (header["mode"] == "lossless" or refined) and (
+            header["kind"] != network.kind):
+        what = ("lossless stream" if header["mode"] == "lossless" else
+                "lossy stream with refined pixels")
+        raise StreamError(
+            f"This {what} was written by {header['kind']!r}; its pixels "
+            "are coded under the network's outputs, which the receiver must "
+            f"compute bit for bit, so decode it with {header['kind']!r} "
+            f"too. Received: a {network.kind!r} model"
+        )
     if header["mode"] == "lossy":
         return _decode_lossy(network, header, verbose)
-    if header["kind"] != network.kind:
-        raise StreamError(
-            f"This lossless stream was written by {header['kind']!r}; bits-back "
-            "decoding needs the sender's network outputs bit for bit, so "
-            f"decode it with {header['kind']!r} too. Received: a "
-            f"{network.kind!r} model"
-        )
     return _decode_lossless(network, header, verbose)
 
 

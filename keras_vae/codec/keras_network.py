@@ -81,6 +81,9 @@ class KerasNetwork:
         self.likelihood = type(model.likelihood).__name__.lower()
         levels = model.likelihood.get_config().get("num_levels")
         self.num_levels = int(levels) if levels else None
+        # The discretised logistic's uniform mixture weight (0 if none).
+        self.uniform_mass = float(
+            getattr(model.likelihood, "uniform_mass", 0.0) or 0.0)
         self.data_shape = tuple(model.input_spec_shape)
         self.latent_dim = model.latent_dim
         self.standard_normal_prior = _is_standard_normal(

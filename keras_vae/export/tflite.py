@@ -429,6 +429,10 @@ def _metadata(model, quantization, int8_io, signatures, sparsity, sparse,
         # What a runtime needs beyond the decoder's outputs (the codec's
         # context head of a ContextBernoulli likelihood), else None.
         "likelihood_head": model.likelihood.export_metadata(),
+        # The discretised logistic's uniform mixture weight, which the
+        # codec's pixel probabilities include.
+        "uniform_mass": float(getattr(model.likelihood, "uniform_mass", 0.0)
+                              or 0.0),
         "prior": _prior_metadata(model),
         "kernel_sparsity": round(float(sparsity), 4),
         "sparse_encoding": bool(sparse),

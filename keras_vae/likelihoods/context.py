@@ -266,6 +266,9 @@ class ContextDiscretizedLogistic(ContextLikelihood):
         hidden_units: int >= 1. Width of the head's hidden layer.
         features: int >= 2. Decoder outputs per pixel (raw location,
             raw log-scale, then extra features for the head).
+        uniform_mass: float in [0, 1). Probability spread evenly over all
+            levels (see `DiscretizedLogistic`): bounds the cost of a pixel
+            the model places far in a tail.
 
     Example:
 
@@ -281,11 +284,14 @@ class ContextDiscretizedLogistic(ContextLikelihood):
     num_params = 2
 
     def __init__(self, num_levels=256, min_log_scale=LOG_SCALE_BOUNDS[0],
-                 radius=2, hidden_units=16, features=4, **kwargs):
+                 radius=2, hidden_units=16, features=4, uniform_mass=0.0,
+                 **kwargs):
         super().__init__(radius, hidden_units, features, **kwargs)
-        self.levels = DiscretizedLogistic(num_levels, min_log_scale)
+        self.levels = DiscretizedLogistic(num_levels, min_log_scale,
+                                          uniform_mass)
         self.num_levels = self.levels.num_levels
         self.min_log_scale = self.levels.min_log_scale
+        self.uniform_mass = self.levels.uniform_mass
 
     def build(self, input_shape=None):
         # The discretised logistic inside has no weights of its own.
@@ -320,11 +326,13 @@ class ContextDiscretizedLogistic(ContextLikelihood):
         weights.update(num_levels=self.num_levels,
                        min_log_scale=self.min_log_scale,
                        max_log_scale=LOG_SCALE_BOUNDS[1],
-                       loc_range=list(LOC_RANGE))
+                       loc_range=list(LOC_RANGE),
+                       uniform_mass=self.uniform_mass)
         return weights
 
     def get_config(self):
         config = super().get_config()
         config.update(num_levels=self.num_levels,
-                      min_log_scale=self.min_log_scale)
+                      min_log_scale=self.min_log_scale,
+                      uniform_mass=self.uniform_mass)
         return config

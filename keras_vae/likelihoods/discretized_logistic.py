@@ -1,5 +1,7 @@
 """Discretised logistic likelihood for integer pixel values (8-bit images)."""
 
+import math
+
 import keras
 import numpy as np
 from keras import ops
@@ -37,11 +39,23 @@ class DiscretizedLogistic(Likelihood):
     the median (the location clipped to [0, 1]), which an int8 file keeps
     precisely; `export_outputs` adds `loc` and `log_scale`.
 
+    With `uniform_mass` > 0 the distribution is a mixture: that much
+    probability spread evenly over the levels, the rest the discretised
+    logistic. No level then costs more than `log(num_levels /
+    uniform_mass)` nats, so a pixel the model places far in a tail (an
+    unusual stroke in test data) has a bounded cost, and training sees
+    the same bounded cost as coding does; the price is `-log(1 -
+    uniform_mass)` nats on every pixel. `keras_vae.codec` codes the same
+    mixture, from the Keras model and from exported `.tflite` files (their
+    metadata carries `uniform_mass`).
+
     Args:
         num_levels: int >= 2. Number of integer levels (256 for 8 bits).
         min_log_scale: float. Smallest log-scale in data units (default
             -7: a quarter of a level for 8 bits), the model's most
             confident prediction.
+        uniform_mass: float in [0, 1). Probability spread evenly over all
+            levels (0: the plain discretised logistic).
 
     Example:
 
@@ -54,7 +68,7 @@ class DiscretizedLogistic(Likelihood):
     """
 
     def __init__(self, num_levels=256, min_log_scale=LOG_SCALE_BOUNDS[0],
-                 **kwargs):
+                 uniform_mass=0.0, **kwargs):
         super().__init__(**kwargs)
         if (isinstance(num_levels, bool) or not isinstance(num_levels, int)
                 or not 2 <= num_levels <= 2**16):
@@ -73,6 +87,17 @@ class DiscretizedLogistic(Likelihood):
                 f"min_log_scale={min_log_scale!r}"
             )
         self.min_log_scale = float(min_log_scale)
+        try:
+            mass_ok = 0.0 <= float(uniform_mass) < 1.0
+        except (TypeError, ValueError):
+            mass_ok = False
+        if isinstance(uniform_mass, bool) or not mass_ok:
+            raise ValueError(
+                "Expected `uniform_mass` to be a float in [0, 1) (e.g. 1e-3: "
+                "a probability floor of 1e-3 / num_levels per level). "
+                f"Received: uniform_mass={uniform_mass!r}"
+            )
+        self.uniform_mass = float(uniform_mass)
 
     @property
     def bin_width(self):
@@ -126,6 +151,11 @@ class DiscretizedLogistic(Likelihood):
             - ops.where(last, zeros, ops.softplus(-upper))
             - ops.where(first, zeros, ops.softplus(lower))
         )
+        if self.uniform_mass:
+            log_prob = ops.logaddexp(
+                log_prob + math.log1p(-self.uniform_mass),
+                ops.full_like(log_prob, math.log(self.uniform_mass
+                                                 / self.num_levels)))
         return -sum_over_data_axes(log_prob)
 
     def mean(self, params):
@@ -162,6 +192,7 @@ class DiscretizedLogistic(Likelihood):
     def get_config(self):
         config = super().get_config()
         config.update({"num_levels": self.num_levels,
-                       "min_log_scale": self.min_log_scale})
+                       "min_log_scale": self.min_log_scale,
+                       "uniform_mass": self.uniform_mass})
         return config
 
